@@ -1,0 +1,38 @@
+# The two first commands of the README:
+#   make demo   set everything up in .venv/ and run the phantom demo
+#   make test   set everything up in .venv/ and run the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMPS := $(VENV)/.stamps
+
+.PHONY: setup demo test clean-venv
+
+setup: $(STAMPS)/detectron2
+
+$(STAMPS)/venv:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/torch: $(STAMPS)/venv
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	touch $@
+
+$(STAMPS)/project: $(STAMPS)/torch setup.py
+	$(PIP) install -e '.[test]'
+	touch $@
+
+$(STAMPS)/detectron2: $(STAMPS)/project tools/install_detectron2.py
+	$(PY) tools/install_detectron2.py
+	touch $@
+
+demo: setup
+	$(PY) tools/demo.py --output output/demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,33 @@
+#!/usr/bin/env python
+"""Train or evaluate a ustumor detector.
+
+    tools/train_net.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml
+    tools/train_net.py --config-file ... --resume            # continue after a timeout
+    tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_best.pth
+"""
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, launch
+
+import ustumor  # noqa: F401  registers datasets and models
+from ustumor.engine import UltrasoundTrainer, setup_config
+from ustumor.engine.weights import check_weights_reachable
+
+
+def main(args):
+    cfg = setup_config(args)
+    if args.eval_only:
+        model = UltrasoundTrainer.build_model(cfg)
+        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        check_weights_reachable(checkpointer, cfg.MODEL.WEIGHTS, args.resume)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return UltrasoundTrainer.test(cfg, model)
+    trainer = UltrasoundTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

@@ -1,0 +1,10 @@
+"""ustumor: breast-tumour detection in ultrasound images on Detectron2.
+
+Importing the package registers its components (datasets, meta-architecture)
+with Detectron2, as Detectron2's own projects do.
+"""
+from .config import add_ustumor_config
+from . import modeling  # noqa: F401  registers CropAwareRCNN
+from .data import builtin  # noqa: F401  registers the builtin datasets
+
+__all__ = ["add_ustumor_config"]

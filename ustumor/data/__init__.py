@@ -1,0 +1,1 @@
+from .mapper import UltrasoundDatasetMapper  # noqa: F401

@@ -1,0 +1,50 @@
+"""Registering BUSI-layout datasets (BUSI itself, the phantom) in Detectron2's catalogs."""
+import functools
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .busi import busi_class_names, find_busi_root, load_busi_dicts
+from .image_io import read_grey
+from .splits import SPLIT_NAMES, apply_split, make_image_split, register_split_provider
+
+
+@functools.lru_cache(maxsize=8)
+def _split_busi_layout(prefix, root, class_mode, min_area, on_bad_item, seed, ratios, hash_distance,
+                        min_correlation, split_file):
+    dicts = load_busi_dicts(root, class_mode=class_mode, min_area=min_area, on_bad_item=on_bad_item)
+    split = make_image_split(prefix, dicts, seed, ratios, hash_distance, min_correlation, read_grey, split_file)
+    return tuple(apply_split(dicts, split)), split
+
+
+def register_busi_layout(prefix, root, class_mode="lesion", min_area=20, on_bad_item="error",
+                         seed=0, ratios=(0.7, 0.1, 0.2), hash_distance=10, min_correlation=0.9,
+                         split_file=""):
+    """Register ``<prefix>_{train,val,test,all}`` for a folder in BUSI's layout.
+
+    Re-registering replaces earlier registrations, so a config can change the
+    class mode, speck filter or split after import.
+    """
+    key = (prefix, os.path.abspath(root), class_mode, int(min_area), on_bad_item, int(seed),
+           tuple(float(r) for r in ratios), int(hash_distance),
+           float(min_correlation), split_file)
+    for split_name in SPLIT_NAMES + ("all",):
+        name = f"{prefix}_{split_name}"
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+        def load(split_name=split_name):
+            dicts = _split_busi_layout(*key)[0]
+            if split_name == "all":
+                return [dict(d) for d in dicts]
+            return [dict(d) for d in dicts if d["split"] == split_name]
+
+        DatasetCatalog.register(name, load)
+        MetadataCatalog.get(name).set(
+            thing_classes=busi_class_names(class_mode),
+            evaluator_type="coco",
+            dataset_root=find_busi_root(root),
+            split_prefix=prefix,
+        )
+    register_split_provider(prefix, lambda: _split_busi_layout(*key)[1])

@@ -1,0 +1,30 @@
+"""Building a run's config: file + overrides, dataset registration, normalisation."""
+import os
+
+from detectron2.config import get_cfg
+from detectron2.engine import default_setup
+
+from ..config import add_ustumor_config
+from ..data.builtin import register_builtin_datasets
+from ..data.normalization import apply_normalization
+
+
+def build_config(config_file="", opts=()):
+    """A frozen config with ustumor's keys, the file and the ``KEY VALUE`` overrides merged."""
+    cfg = get_cfg()
+    add_ustumor_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    apply_normalization(cfg)
+    register_builtin_datasets(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def setup_config(args):
+    """``build_config`` plus Detectron2's logging/seed/output-dir setup, for entry points."""
+    cfg = build_config(args.config_file, args.opts)
+    default_setup(cfg, args)  # also writes OUTPUT_DIR/config.yaml
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    return cfg
