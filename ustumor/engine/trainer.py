@@ -1,10 +1,12 @@
 """The training loop: Detectron2's DefaultTrainer with ustumor's data and evaluation."""
+import json
 import logging
 import os
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
 
 from ..data.mapper import UltrasoundDatasetMapper
 from ..data.splits import save_splits_of
@@ -32,6 +34,19 @@ class UltrasoundTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_detection_test_loader(cfg, dataset_name, mapper=UltrasoundDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Evaluate on each ``DATASETS.TEST`` set and write ``inference/<name>/results.json``."""
+        results = super().test(cfg, model, evaluators)
+        if comm.is_main_process():
+            by_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
+            for name, metrics in by_dataset.items():
+                folder = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+                os.makedirs(folder, exist_ok=True)
+                with open(os.path.join(folder, "results.json"), "w") as f:
+                    json.dump(metrics, f, indent=1)
+        return results
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

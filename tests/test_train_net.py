@@ -1,0 +1,64 @@
+"""End-to-end: tools/train_net.py trains, resumes and evaluates, as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+from ustumor.data.synthetic import write_phantom_dataset
+
+CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml")
+SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "128",
+         "INPUT.MAX_SIZE_TEST", "160", "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "2",
+         "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "TEST.EVAL_PERIOD", "0"]
+
+
+@pytest.fixture(scope="module")
+def phantom_env(tmp_path_factory):
+    datasets = tmp_path_factory.mktemp("datasets")
+    write_phantom_dataset(str(datasets / "phantom"), num_images=30, seed=0, image_size=(128, 160))
+    return dict(os.environ, USTUMOR_DATASETS=str(datasets), PYTHONPATH=REPO_ROOT)
+
+
+def train_net(env, *args):
+    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", CONFIG, *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    return result.returncode, result.stdout + result.stderr
+
+
+def saved_iteration(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["iteration"]
+
+
+def test_train_resume_and_eval_only(phantom_env, tmp_path):
+    out = str(tmp_path / "run")
+    code, log = train_net(phantom_env, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "4", *SMALL)
+    assert code == 0, log[-3000:]
+    assert saved_iteration(os.path.join(out, "model_final.pth")) == 3
+    assert os.path.exists(os.path.join(out, "config.yaml"))
+    split = json.load(open(os.path.join(out, "splits", "phantom.json")))
+    assert set(split["assignment"].values()) == {"train", "val", "test"}
+
+    code, log = train_net(phantom_env, "--resume", "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "6", *SMALL)
+    assert code == 0, log[-3000:]
+    assert "Starting training from iteration 4" in log
+    assert saved_iteration(os.path.join(out, "model_final.pth")) == 5
+
+    code, log = train_net(phantom_env, "--eval-only", "OUTPUT_DIR", out, *SMALL,
+                          "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "DATASETS.TEST", '("phantom_test",)')
+    assert code == 0, log[-3000:]
+    assert "Evaluation results for bbox" in log and "AP50" in log
+    results = json.load(open(os.path.join(out, "inference", "phantom_test", "results.json")))
+    assert set(results["bbox"]) >= {"AP", "AP50", "AP75"}
+
+
+def test_unreachable_model_zoo_weights_give_a_clear_error(phantom_env, tmp_path):
+    url = "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/model_final_280758.pkl"
+    env = dict(phantom_env, https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")  # force offline
+    code, log = train_net(env, "OUTPUT_DIR", str(tmp_path / "run"), "SOLVER.MAX_ITER", "1",
+                          "MODEL.WEIGHTS", url, *SMALL)
+    assert code != 0
+    assert "MODEL.WEIGHTS" in log and "offline" in log and url in log
