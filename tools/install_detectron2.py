@@ -11,7 +11,10 @@ Nothing is done when a working Detectron2 is already importable (for example
 the official one installed from its git repository, which is the preferred
 route wherever GitHub is reachable).
 
-Usage: python tools/install_detectron2.py [--sdist PATH] [--force]
+Usage: python tools/install_detectron2.py [--sdist PATH] [--force] [--wheel-dir DIR]
+
+``--wheel-dir`` builds a pure-Python wheel instead of installing, to carry to an
+offline machine (any Python 3, any CUDA).
 """
 import argparse
 import hashlib
@@ -177,9 +180,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", help="a local pb1-detectron2-0.6.tar.gz instead of downloading it")
     parser.add_argument("--force", action="store_true", help="reinstall even if detectron2 works")
+    parser.add_argument("--wheel-dir", help="build a wheel into this folder instead of installing")
     args = parser.parse_args()
 
-    if not args.force and detectron2_works():
+    if not args.force and not args.wheel_dir and detectron2_works():
         log("a working detectron2 is already installed; nothing to do")
         return
     with tempfile.TemporaryDirectory(prefix="d2_sdist_") as tmp:
@@ -189,6 +193,11 @@ def main():
             tar.extractall(tmp, filter="data")
         src = os.path.join(tmp, f"{SDIST_NAME}-{SDIST_VERSION}")
         patch_sources(src)
+        if args.wheel_dir:
+            subprocess.check_call([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
+                                   "-w", args.wheel_dir, src])
+            log(f"wheel written to {args.wheel_dir}")
+            return
         log("installing the patched sources with pip")
         subprocess.check_call(
             [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", src]

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 BUSI_SUBDIR = "Dataset_BUSI_with_GT"
 BUSI_CLASSES = ("benign", "malignant", "normal")
 CLASS_MODES = {"lesion": ["lesion"], "benign_malignant": ["benign", "malignant"]}
-_IMAGE_NAME = re.compile(r"^(?P<stem>(?P<cls>benign|malignant|normal) \((?P<num>\d+)\))\.png$", re.I)
+# images may be re-exported as JPEG; masks stay lossless PNG
+_IMAGE_NAME = re.compile(r"^(?P<stem>(?P<cls>benign|malignant|normal) \((?P<num>\d+)\))\.(png|jpe?g)$", re.I)
 _MASK_NAME = re.compile(r"^(?P<stem>.+)_mask(_\d+)?\.png$", re.I)
 
 
@@ -88,7 +89,7 @@ def load_busi_dicts(root, class_mode="lesion", min_area=20, on_bad_item="error")
             raise FileNotFoundError(f"BUSI folder {folder} not found; see datasets/README.md for the layout")
         images, masks = _list_class_folder(folder)
         for stem in sorted(set(masks) - set(images)):
-            policy.handle("mask without image", f"{os.path.join(folder, masks[stem][0])}: mask has no image {stem}.png")
+            policy.handle("mask without image", f"{os.path.join(folder, masks[stem][0])}: mask has no image {stem}.png/.jpg")
         for stem in sorted(images, key=_natural_key):
             image_path = os.path.join(folder, images[stem])
             try:

@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Speed of ustumor's Faster R-CNN R50-FPN against torchvision's, in the same setting.
+
+    .venv/bin/python benchmarks/bench_speed.py [--quick] [--output benchmarks/results/speed.json]
+
+ustumor's model, optimizer and inputs come from our config, trainer and mapper;
+torchvision's ``fasterrcnn_resnet50_fpn`` gets the very same image tensors. Two
+settings, applied to both:
+
+- ``pretrained``: the fine-tuning setting: FrozenBN, stem and res2 frozen;
+- ``scratch``: BN everywhere, all layers trainable.
+
+Both use 2000/1000 pre-NMS and 1000/1000 post-NMS proposals (train/test), 512 sampled
+RoIs per image, 100 detections, batch 2 for training and 1 for inference, random
+weights. Reported: median seconds per training iteration and per inferred image,
+and ``ratios`` = ustumor / torchvision (below 1: ustumor is faster).
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops import misc as misc_nn_ops
+
+from common import REPO_ROOT, fmt, machine_facts, print_table, time_interleaved, write_json
+
+import ustumor  # noqa: E402,F401
+from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
+from ustumor.data.synthetic import render_phantom  # noqa: E402
+from ustumor.engine.defaults import build_config  # noqa: E402
+from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
+from detectron2.structures import BoxMode  # noqa: E402
+import cv2  # noqa: E402
+
+CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_1x.yaml")
+SETTINGS = {"pretrained": {"norm": "FrozenBN", "freeze_at": 2}, "scratch": {"norm": "BN", "freeze_at": 0}}
+
+
+def ustumor_config(setting, size):
+    return build_config(CONFIG, [
+        "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
+        "MODEL.RESNETS.NORM", SETTINGS[setting]["norm"], "MODEL.BACKBONE.FREEZE_AT", str(SETTINGS[setting]["freeze_at"]),
+        # torchvision's anchors and RoI sampling, so both do the same work
+        "MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64], [128], [256], [512]]",
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "512",
+        "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", "2000",
+        "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", "2000",
+        "INPUT.RANDOM_FLIP", "none", "INPUT.BRIGHTNESS_RANGE", "[1.0, 1.0]", "INPUT.CONTRAST_RANGE", "[1.0, 1.0]",
+    ])
+
+
+def torchvision_model(setting, num_classes, size):
+    if setting == "pretrained":
+        backbone = torchvision.models.resnet50(weights=None, norm_layer=misc_nn_ops.FrozenBatchNorm2d)
+        backbone = _resnet_fpn_extractor(backbone, trainable_layers=3)
+    else:
+        backbone = _resnet_fpn_extractor(torchvision.models.resnet50(weights=None), trainable_layers=5)
+    # min_size equal to the inputs' (already resized) short side: its resize keeps the size
+    return FasterRCNN(backbone, num_classes=num_classes + 1, rpn_pre_nms_top_n_train=2000, rpn_pre_nms_top_n_test=1000,
+                      rpn_post_nms_top_n_train=1000, rpn_post_nms_top_n_test=1000, min_size=size, max_size=2000,
+                      image_mean=[0.0] * 3, image_std=[1.0] * 3)
+
+
+def sample_records(tmp_dir, count, seed=0):
+    """BUSI-sized phantom scans written as PNG with their boxes, as the mapper reads them."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for index in range(count):
+        grey, masks = render_phantom(rng, 470, 560, "benign")
+        path = os.path.join(tmp_dir, f"scan_{index}.png")
+        cv2.imwrite(path, grey)
+        annotations = []
+        for mask in masks:
+            ys, xs = np.nonzero(mask)
+            annotations.append({"bbox": [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)],
+                                "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 0})
+        records.append({"file_name": path, "height": 470, "width": 560, "image_id": index, "annotations": annotations})
+    return records
+
+
+def to_torchvision(mapped, cfg):
+    """The mapper's uint8 tensor, normalised as ustumor's model normalises it."""
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1)
+    image = (mapped["image"].float() - mean) / std
+    target = {"boxes": mapped["instances"].gt_boxes.tensor.clone(),
+              "labels": mapped["instances"].gt_classes.clone() + 1} if "instances" in mapped else None
+    return image, target
+
+
+def benchmark(setting, size, records, repeats, warmup):
+    cfg = ustumor_config(setting, size)
+    torch.manual_seed(0)
+    ours = UltrasoundTrainer.build_model(cfg)
+    ours_optimizer = UltrasoundTrainer.build_optimizer(cfg, ours)
+    theirs = torchvision_model(setting, cfg.MODEL.ROI_HEADS.NUM_CLASSES, size)
+    theirs_optimizer = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad],
+                                       lr=cfg.SOLVER.BASE_LR, momentum=0.9, weight_decay=1e-4)
+    train_inputs = [UltrasoundDatasetMapper(cfg, is_train=True)(r) for r in records[:2]]
+    test_inputs = [UltrasoundDatasetMapper(cfg, is_train=False)(r) for r in records[2:3]]
+    tv_train = [to_torchvision(m, cfg) for m in train_inputs]
+    tv_test = [to_torchvision(m, cfg)[0] for m in test_inputs]
+
+    def ours_train():
+        ours.train()
+        loss = sum(ours(train_inputs).values())
+        ours_optimizer.zero_grad()
+        loss.backward()
+        ours_optimizer.step()
+
+    def theirs_train():
+        theirs.train()
+        loss = sum(theirs([i for i, _ in tv_train], [t for _, t in tv_train]).values())
+        theirs_optimizer.zero_grad()
+        loss.backward()
+        theirs_optimizer.step()
+
+    def ours_infer():
+        ours.eval()
+        with torch.no_grad():
+            ours(test_inputs)
+
+    def theirs_infer():
+        theirs.eval()
+        with torch.no_grad():
+            theirs(tv_test)
+
+    train = time_interleaved({"ustumor": ours_train, "torchvision": theirs_train}, repeats, warmup)
+    infer = time_interleaved({"ustumor": ours_infer, "torchvision": theirs_infer}, repeats * 2, warmup)
+    shape = tuple(train_inputs[0]["image"].shape[1:])
+    return {"train": train, "infer": infer, "input_hw": shape}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (about 3 minutes on 2 cores)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "speed.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    repeats, warmup = (2, 1) if args.quick else (6, 2)
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        records = sample_records(tmp, 3)
+        results, ratios, rows = {}, {}, []
+        for setting in args.settings:
+            for size in args.sizes:
+                result = benchmark(setting, size, records, repeats, warmup)
+                results[f"{setting}_{size}"] = result
+                for phase in ("train", "infer"):
+                    ours, theirs = result[phase]["ustumor"], result[phase]["torchvision"]
+                    ratio = ours["median"] / theirs["median"]
+                    ratios[f"{phase}_{setting}_{size}"] = ratio
+                    rows.append([phase, setting, size, "x".join(map(str, result["input_hw"])),
+                                 fmt(ours), fmt(theirs), f"{ratio:.2f}"])
+                print_table(["phase", "setting", "size", "input", "ustumor s", "torchvision s", "ratio"], rows[-2:])
+    print()
+    print_table(["phase", "setting", "size", "input", "ustumor s (min-max)", "torchvision s (min-max)", "ratio"], rows)
+    write_json(args.output, {"machine": machine_facts(), "quick": args.quick, "repeats": repeats,
+                             "results": results, "ratios": ratios})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Shared pieces of the benchmarks: timing statistics, machine facts, JSON + table output."""
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+
+def summarize(seconds):
+    """Median and range of a list of timings."""
+    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds), "n": len(seconds)}
+
+
+def time_interleaved(candidates, repeats, warmup):
+    """Time each zero-argument callable ``repeats`` times, alternating between them.
+
+    Alternating A, B, A, B... spreads slow phases of a shared or freshly started
+    machine over all candidates, so their ratio stays meaningful.
+    """
+    for _ in range(warmup):
+        for run in candidates.values():
+            run()
+    samples = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - start)
+    return {name: summarize(values) for name, values in samples.items()}
+
+
+def machine_facts():
+    return {
+        "date": datetime.date.today().isoformat(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write_json(path, payload):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+    print(f"wrote {path}")
+
+
+def print_table(header, rows):
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    for line in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+
+
+def fmt(stats):
+    return f"{stats['median']:.3f} ({stats['min']:.3f}-{stats['max']:.3f})"
