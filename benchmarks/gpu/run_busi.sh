@@ -12,6 +12,7 @@ RUN_DIR=${RUN_DIR:-output/gpu_busi}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD USTUMOR_DATASETS=$PWD/.gpu_data USTUMOR_CACHE=/tmp/ustumor_cache
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+mkdir -p "$(dirname "$RUN_DIR")"
 start=$(date +%s)
 python3 tools/train_net.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml \
   OUTPUT_DIR "$RUN_DIR" MODEL.DEVICE cuda MODEL.WEIGHTS "" \
