@@ -21,7 +21,9 @@ setup(
         "matplotlib",
         "pycocotools>=2.0.2",
         "tqdm",
-        "pydicom>=2.4",
+        "pydicom>=3.0",
+        # Grad-CAM maths (tensor-hook gradients, Grad-CAM/Grad-CAM++); ustumor adds the Detectron2 adapter
+        "grad-cam>=1.5.7,<1.6",
         # Detectron2 v0.6's own runtime dependencies (installed without --deps,
         # because its pinned black==21.4b2 is irrelevant and breaks on new click).
         "fvcore>=0.1.5,<0.1.6",

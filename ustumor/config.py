@@ -37,3 +37,68 @@ def add_ustumor_config(cfg):
     # A split JSON to reuse (e.g. a copy from an earlier run's OUTPUT_DIR/splits);
     # empty: compute it (cached under $USTUMOR_CACHE).
     cfg.DATASETS.SPLIT.FILE = ""
+
+    # ---- hospital data: CSV of cine frames (ustumor.data.hospital, datasets/README.md) ----
+    # What to do with a bad CSV row (malformed or out-of-image box, missing frame, duplicate,
+    # non-UTF-8 bytes, ...): "error" stops with the file and row number; "skip" drops the
+    # row with a counted warning.
+    cfg.DATASETS.ON_BAD_ROW = "error"
+    cfg.DATASETS.HOSPITAL = CN()
+    # "lesion": one class; "benign_malignant": two classes from the CSV's "First 50" (B/M).
+    cfg.DATASETS.HOSPITAL.CLASS_MODE = "lesion"
+    # Drop box-less frames of clips that have boxes on other frames: the seed found these
+    # to be noisy negatives (the lesion is in view but was not outlined on that frame).
+    cfg.DATASETS.HOSPITAL.DROP_UNANNOTATED_IN_ANNOTATED_CLIPS = True
+    # Patient-level split (train, val, test), in patients; seeded by DATASETS.SPLIT.SEED.
+    cfg.DATASETS.HOSPITAL.SPLIT_RATIOS = [0.6, 0.2, 0.2]
+    # CSV columns tried in order for a patient's stratification label (first non-empty).
+    cfg.DATASETS.HOSPITAL.STRATIFY_BY = ["First 50", "Final Diagnosis"]
+    # frame_id of the first frame of a multi-frame DICOM (0: CVAT's frame_000000 numbering).
+    cfg.DATASETS.HOSPITAL.DICOM_FIRST_FRAME = 0
+    # Text encoding of the CSV ("utf-8" also accepts a byte-order mark).
+    cfg.DATASETS.HOSPITAL.CSV_ENCODING = "utf-8"
+    # More hospital sets besides the builtin ucla_*: [prefix, csv_file, image_root] triples,
+    # each registering <prefix>_{train,val,test,all}.
+    cfg.DATASETS.HOSPITAL.REGISTER = []
+
+    # ---- COCO-json datasets (ustumor.data.coco) ----
+    # [name, json_file, image_root] triples registered with Detectron2's register_coco_instances,
+    # e.g. DATASETS.COCO '[["mine_train", "mine/train.json", "mine/images"]]'.
+    cfg.DATASETS.COCO = []
+
+    # ---- evaluation, model selection and exact resume (ustumor.evaluation, ustumor.engine.hooks) ----
+    # Penalised IoU (ustumor.evaluation.penalized_iou): per image keep the TOP_K highest-scoring
+    # predictions with score >= SCORE_THRESH (TOP_K <= 0 keeps all); a prediction matched to a
+    # ground-truth box with IoU >= IOU_THRESH is a TP. Also the operating point of the
+    # --eval-only suite's image-, patient- and clip-level numbers.
+    cfg.TEST.PENALIZED_IOU = CN()
+    cfg.TEST.PENALIZED_IOU.SCORE_THRESH = 0.45
+    cfg.TEST.PENALIZED_IOU.IOU_THRESH = 0.25
+    cfg.TEST.PENALIZED_IOU.TOP_K = 1
+    # model_best.pth/.json track this EvalHook metric (flattened "<task>/<name>"; with several
+    # DATASETS.TEST, "<dataset>/<task>/<name>") ...
+    cfg.TEST.BEST_CHECKPOINT = CN()
+    cfg.TEST.BEST_CHECKPOINT.METRIC = "penalized_iou/piou"
+    # ... and keep its "max" or "min"; "" in METRIC disables model_best.
+    cfg.TEST.BEST_CHECKPOINT.MODE = "max"
+    # Log the training losses on a held-out set to metrics.json ("validation/*") every
+    # TEST.EVAL_PERIOD (and at the end); DATASET "" uses DATASETS.TEST[0].
+    cfg.TEST.VAL_LOSS = CN()
+    cfg.TEST.VAL_LOSS.ENABLED = False
+    cfg.TEST.VAL_LOSS.DATASET = ""
+    # FROC of the --eval-only suite: a detection hits a lesion at IoU >= IOU_THRESH (0.1 as in
+    # nnDetection); sensitivity is read at these false positives per image, CPM is their mean.
+    cfg.TEST.FROC = CN()
+    cfg.TEST.FROC.IOU_THRESH = 0.1
+    cfg.TEST.FROC.FPS_PER_IMAGE = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+    # Percentile bootstrap confidence intervals of the --eval-only suite: NUM_SAMPLES seeded
+    # resamples (0 disables) of the dataset-dict field CLUSTER_BY (whole patients); images
+    # without that field are resampled on their own.
+    cfg.TEST.BOOTSTRAP = CN()
+    cfg.TEST.BOOTSTRAP.NUM_SAMPLES = 1000
+    cfg.TEST.BOOTSTRAP.SEED = 0
+    cfg.TEST.BOOTSTRAP.CONFIDENCE = 0.95
+    cfg.TEST.BOOTSTRAP.CLUSTER_BY = "patient_id"
+    # Keep only the newest N periodic checkpoints model_<iter>.pth (0 keeps all); model_final
+    # and model_best are never removed.
+    cfg.SOLVER.CHECKPOINT_KEEP_LAST = 3

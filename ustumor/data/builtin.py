@@ -2,15 +2,22 @@
 
 - ``busi_{train,val,test,all}``    when ``$USTUMOR_DATASETS/BUSI`` exists
 - ``phantom_{train,val,test,all}`` when ``$USTUMOR_DATASETS/phantom`` exists
+- ``ucla_{train,val,test,all}``    when ``$USTUMOR_DATASETS/UCLA/annotations.csv`` exists
 
-:func:`register_builtin_datasets` re-registers them with a config's options.
+:func:`register_builtin_datasets` re-registers them with a config's options, and
+adds the config's own hospital sets (``DATASETS.HOSPITAL.REGISTER``) and COCO-json
+sets (``DATASETS.COCO``).
 """
 import os
 
+from .coco import register_coco_datasets
 from .datasets import register_busi_layout
+from .hospital import register_hospital_dataset
 from .splits import load_split
 
 BUILTIN_BUSI_LAYOUTS = {"busi": "BUSI", "phantom": "phantom"}
+# prefix -> CSV under $USTUMOR_DATASETS; images are relative to the CSV's folder
+BUILTIN_HOSPITAL_CSVS = {"ucla": os.path.join("UCLA", "annotations.csv")}
 
 
 def datasets_root():
@@ -41,7 +48,35 @@ def register_builtin_datasets(cfg=None):
                 prefix_options["split_file"] = ""  # the file belongs to another dataset
             register_busi_layout(prefix, path, **prefix_options)
             registered.append(prefix)
+    hospital_sets = [(prefix, os.path.join(root, csv), None) for prefix, csv in BUILTIN_HOSPITAL_CSVS.items()
+                     if os.path.isfile(os.path.join(root, csv))]
+    hospital_sets += [tuple(entry) for entry in (cfg.DATASETS.HOSPITAL.REGISTER if cfg is not None else [])]
+    for prefix, csv_file, image_root in hospital_sets:
+        register_hospital_dataset(prefix, csv_file, image_root or None, **_hospital_options(cfg, prefix))
+        registered.append(prefix)
+    if cfg is not None:
+        registered += register_coco_datasets(cfg.DATASETS.COCO)
     return registered
+
+
+def _hospital_options(cfg, prefix):
+    if cfg is None:
+        return {}
+    hospital = cfg.DATASETS.HOSPITAL
+    split_file = cfg.DATASETS.SPLIT.FILE
+    if split_file and load_split(split_file).get("dataset") != prefix:
+        split_file = ""  # the file belongs to another dataset
+    return dict(
+        class_mode=hospital.CLASS_MODE,
+        on_bad_row=cfg.DATASETS.ON_BAD_ROW,
+        drop_unannotated_in_annotated_clips=hospital.DROP_UNANNOTATED_IN_ANNOTATED_CLIPS,
+        dicom_first_frame=hospital.DICOM_FIRST_FRAME,
+        csv_encoding=hospital.CSV_ENCODING,
+        seed=cfg.DATASETS.SPLIT.SEED,
+        ratios=tuple(hospital.SPLIT_RATIOS),
+        stratify_by=tuple(hospital.STRATIFY_BY),
+        split_file=split_file,
+    )
 
 
 register_builtin_datasets()

@@ -65,3 +65,14 @@ def read_binary_mask(path):
     lesion = is_first if first_is_lesion else ~is_first
     return lesion.reshape(mask.shape[:2])
 
+
+def read_frame_grey(path, frame_index=None):
+    """One frame as (H, W) uint8 grey: a PNG/JPEG file, or frame ``frame_index`` (0-based)
+    of a DICOM file (``None``: a single-frame DICOM)."""
+    from .dicom import is_dicom, read_dicom_frame  # pydicom only when DICOM is used
+
+    if is_dicom(path):
+        return read_dicom_frame(path, frame_index)
+    if frame_index not in (None, 0):
+        raise BadInputError(f"{path}: frame {frame_index} asked of a single image (not a multi-frame DICOM)")
+    return read_grey(path)

@@ -1,7 +1,6 @@
 """Dataset mapper for ultrasound: grey read, scan-window crop, 3 channels, augmentation."""
 import copy
 import logging
-import os
 
 import numpy as np
 import torch
@@ -9,8 +8,9 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .image_io import read_grey
-from .ultrasound import CropFailureCounter, crop_ultrasound_window_or_full
+from .crop_cache import CropBoxStore, compute_crop, frame_key
+from .image_io import read_frame_grey
+from .ultrasound import CropFailureCounter
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +35,32 @@ def build_ultrasound_augmentations(cfg, is_train):
 
 
 class CropCache:
-    """Scan-window boxes by (path, mtime), so each frame is analysed once per process."""
+    """Scan-window boxes, found once per frame.
 
-    def __init__(self):
+    Kept in memory per process and on disk across processes and runs
+    (:class:`~ustumor.data.crop_cache.CropBoxStore` under ``$USTUMOR_CACHE``), keyed by
+    path, mtime, size and frame. A DICOM with ultrasound regions gives its box directly.
+    """
+
+    def __init__(self, persistent=True):
         self._boxes = {}
         self.failures = CropFailureCounter(logger)
+        self.store = CropBoxStore() if persistent else None
 
-    def crop_box(self, path, grey):
-        key = (path, os.path.getmtime(path))
+    def crop_box(self, path, grey=None, frame=None):
+        return self.crop_entry(path, grey, frame).box
+
+    def crop_entry(self, path, grey=None, frame=None):
+        """:class:`CropEntry` (box, ok, source) of a frame; ``grey`` is read only if needed."""
+        key = frame_key(path, frame)
         if key not in self._boxes:
-            box, found = crop_ultrasound_window_or_full(grey)
-            self.failures.record(found, path)
-            self._boxes[key] = tuple(int(v) for v in box)
+            entry = self.store.get(key) if self.store is not None else None
+            if entry is None:
+                entry = compute_crop(path, read_frame_grey(path, frame) if grey is None else grey, frame)
+                if self.store is not None:
+                    self.store.put(key, entry)
+            self.failures.record(entry.ok, path)  # once per frame and process, cached or not
+            self._boxes[key] = entry
         return self._boxes[key]
 
 
@@ -81,13 +95,15 @@ class UltrasoundDatasetMapper:
 
     def load_grey(self, dataset_dict):
         """The (possibly cropped) grey image and the crop as a Detectron2 transform."""
-        grey = read_grey(dataset_dict["file_name"])
+        # "dicom_frame": 0-based frame of a multi-frame DICOM (hospital cine clips)
+        frame = dataset_dict.get("dicom_frame")
+        grey = read_frame_grey(dataset_dict["file_name"], frame)
         height, width = grey.shape
         if (dataset_dict.get("height"), dataset_dict.get("width")) not in ((height, width), (None, None)):
             utils.check_image_size(dataset_dict, grey)  # raises with the file name
         box = (0, 0, width, height)
         if self.crop_ultrasound:
-            box = self.crop_cache.crop_box(dataset_dict["file_name"], grey)
+            box = self.crop_cache.crop_box(dataset_dict["file_name"], grey, frame)
         x0, y0, x1, y1 = box
         crop = T.CropTransform(x0, y0, x1 - x0, y1 - y0, orig_w=width, orig_h=height)
         return grey[y0:y1, x0:x1], crop, box
