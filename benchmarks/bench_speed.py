@@ -33,6 +33,7 @@ from ustumor.data.synthetic import render_phantom  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
 from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 from detectron2.structures import BoxMode  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
 import cv2  # noqa: E402
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_1x.yaml")
@@ -42,6 +43,8 @@ SETTINGS = {"pretrained": {"norm": "FrozenBN", "freeze_at": 2}, "scratch": {"nor
 def ustumor_config(setting, size):
     return build_config(CONFIG, [
         "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
+        # random weights: unit-variance inputs and a small LR keep the timed steps finite
+        "MODEL.PIXEL_STD", "[57.375, 57.120, 58.395]", "SOLVER.BASE_LR", "0.001",
         "MODEL.RESNETS.NORM", SETTINGS[setting]["norm"], "MODEL.BACKBONE.FREEZE_AT", str(SETTINGS[setting]["freeze_at"]),
         # torchvision's anchors and RoI sampling, so both do the same work
         "MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64], [128], [256], [512]]",
@@ -152,7 +155,8 @@ def main():
         results, ratios, rows = {}, {}, []
         for setting in args.settings:
             for size in args.sizes:
-                result = benchmark(setting, size, records, repeats, warmup)
+                with EventStorage(0):  # Detectron2's losses log into it
+                    result = benchmark(setting, size, records, repeats, warmup)
                 results[f"{setting}_{size}"] = result
                 for phase in ("train", "infer"):
                     ours, theirs = result[phase]["ustumor"], result[phase]["torchvision"]

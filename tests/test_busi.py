@@ -130,3 +130,12 @@ def test_real_busi_counts():
     n_all = sum(len(d["annotations"]) for d in with_specks)
     n_kept = sum(len(d["annotations"]) for d in dicts)
     assert 0 < n_all - n_kept <= 30
+
+
+def test_jpeg_images_are_read_with_png_masks(tiny_busi):
+    png = os.path.join(tiny_busi, "benign", "benign (2).png")
+    cv2.imwrite(png[:-4] + ".jpg", cv2.imread(png, cv2.IMREAD_GRAYSCALE))
+    os.remove(png)
+    dicts = by_id(load_busi_dicts(str(tiny_busi)))
+    assert "benign/benign (2).jpg" in dicts
+    assert dicts["benign/benign (2).jpg"]["annotations"][0]["bbox"] == [5.0, 5.0, 25.0, 20.0]

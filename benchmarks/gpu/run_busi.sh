@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# BUSI on one GPU with AMP, on a machine with no network (about 6 minutes on an H100).
+# BUSI on one GPU with AMP, on a machine with no network (about 4 minutes on an H200).
 #   bash benchmarks/gpu/run_busi.sh [ITERATIONS]
 # Needs, beside the repo (made by benchmarks/gpu/prepare_carry.sh): .whl/ (pure-Python
 # Detectron2 + dependencies) and .gpu_data/BUSI. Installs only from .whl, into /tmp/site.
@@ -7,7 +7,7 @@
 # Prints it/s, the wall time, and the final busi_test metrics.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ITERS=${1:-2000}
+ITERS=${1:-1500}
 RUN_DIR=${RUN_DIR:-output/gpu_busi}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD USTUMOR_DATASETS=$PWD/.gpu_data USTUMOR_CACHE=/tmp/ustumor_cache

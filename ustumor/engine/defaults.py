@@ -3,6 +3,8 @@ import os
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_ustumor_config
 from ..data.builtin import register_builtin_datasets
@@ -26,5 +28,6 @@ def setup_config(args):
     """``build_config`` plus Detectron2's logging/seed/output-dir setup, for entry points."""
     cfg = build_config(args.config_file, args.opts)
     default_setup(cfg, args)  # also writes OUTPUT_DIR/config.yaml
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ustumor")
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     return cfg

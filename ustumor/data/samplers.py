@@ -1,0 +1,251 @@
+"""A training data stream that a resumed run continues exactly where the killed one stopped.
+
+Detectron2's ``TrainingSampler`` restarts its sequence on ``--resume`` (so early samples
+are seen again and late ones never), its aspect-ratio grouping keeps half-filled batches
+in memory, and the augmentations draw from whatever state the global NumPy generator is
+in. Here instead:
+
+- :class:`ResumableTrainingSampler` defines one infinite sequence of per-GPU batches from
+  a seed alone: epoch ``e`` is a permutation seeded by ``(seed, e)``, batches are cut from
+  it (grouped by aspect ratio, if asked, at the index level), and the batches are dealt to
+  the GPUs in turn. It starts at any training step.
+- Every sample's augmentations draw from generators seeded by ``(seed, its position in
+  the sequence)``, so a sample is augmented the same way whichever worker maps it and
+  however often the run was resumed.
+- :class:`ResumableTrainLoader` counts the batches the trainer has taken (prefetched ones
+  do not count); that count is its ``state_dict``, saved in the trainer's checkpoint.
+"""
+import contextlib
+import logging
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
+
+from detectron2.utils import comm
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ResumableTrainingSampler",
+    "ResumableTrainLoader",
+    "build_resumable_train_loader",
+    "seeded_random_state",
+    "aspect_ratio_groups",
+]
+
+
+def _seed_from(*keys):
+    """A 32-bit seed derived from integers (NumPy's SeedSequence mixes them properly)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def seeded_random_state(*keys):
+    """Seed Python's, NumPy's and torch's (CPU) global generators from ``keys`` for a block,
+    then put their previous states back: the block's randomness depends on ``keys`` only,
+    and the caller's streams do not move."""
+    seed = _seed_from(*keys)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.default_generator.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def aspect_ratio_groups(dataset_dicts):
+    """0 for landscape (w > h), 1 otherwise, as Detectron2's AspectRatioGroupedDataset."""
+    return [0 if d.get("width", 1) > d.get("height", 0) else 1 for d in dataset_dicts]
+
+
+class ResumableTrainingSampler(Sampler):
+    """Infinite, seeded sequence of this GPU's batches of ``(position, dataset index)``.
+
+    ``position`` numbers the samples of the global sequence (0, 1, 2, ...); global batch
+    ``j`` goes to GPU ``j % world_size``, so training step ``s`` uses global batches
+    ``s * world_size ... s * world_size + world_size - 1``.
+    """
+
+    def __init__(self, size, batch_size, *, seed=0, shuffle=True, group_ids=None, start_step=0,
+                 rank=None, world_size=None):
+        """
+        Args:
+            size: number of dataset items.
+            batch_size: images per GPU per step.
+            seed: the whole sequence follows from it.
+            group_ids: optional per-item group (e.g. :func:`aspect_ratio_groups`); a batch
+                then holds one group only, cut from that group's next items in sequence.
+            start_step: first training step to produce batches for.
+        """
+        if size <= 0:
+            raise ValueError("the training set is empty")
+        self.size = int(size)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.group_ids = None if group_ids is None else np.asarray(group_ids, dtype=np.int64)
+        if self.group_ids is not None and len(self.group_ids) != self.size:
+            raise ValueError(f"{len(self.group_ids)} group ids for {self.size} items")
+        self.start_step = int(start_step)
+        self.rank = comm.get_rank() if rank is None else rank
+        self.world_size = comm.get_world_size() if world_size is None else world_size
+
+    def epoch_order(self, epoch):
+        """Dataset indices in the order epoch ``epoch`` visits them."""
+        if not self.shuffle:
+            return np.arange(self.size)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
+
+    def positions(self, start=0):
+        """``(position, index)`` pairs of the global sequence from ``position`` ``start``."""
+        epoch, offset = divmod(start, self.size)
+        while True:
+            order = self.epoch_order(epoch)
+            for k in range(offset, self.size):
+                yield epoch * self.size + k, int(order[k])
+            epoch, offset = epoch + 1, 0
+
+    def global_batches(self, start_batch=0):
+        """Global batches from batch number ``start_batch`` on."""
+        if self.group_ids is None or len(set(self.group_ids.tolist())) == 1:
+            # ungrouped batches are contiguous stretches of the sequence: seek directly
+            samples = self.positions(start_batch * self.batch_size)
+            while True:
+                yield [next(samples) for _ in range(self.batch_size)]
+        buckets, batch_number = {}, 0
+        for position, index in self.positions(0):  # a grouped sequence must be replayed to seek
+            bucket = buckets.setdefault(int(self.group_ids[index]), [])
+            bucket.append((position, index))
+            if len(bucket) == self.batch_size:
+                if batch_number >= start_batch:
+                    yield list(bucket)
+                bucket.clear()
+                batch_number += 1
+
+    def __iter__(self):
+        first = self.start_step * self.world_size + self.rank
+        for j, batch in enumerate(self.global_batches(first)):
+            if j % self.world_size == 0:
+                yield batch
+
+
+class _MappedBatches(IterableDataset):
+    """This GPU's batches, mapped; data-loader workers take whole batches in turn, so the
+    loader yields them in the sampler's order whatever the number of workers."""
+
+    def __init__(self, dataset, mapper, sampler, max_retries=10):
+        self.dataset = dataset
+        self.mapper = mapper
+        self.sampler = sampler
+        self.max_retries = max_retries
+
+    def map_one(self, position, index):
+        for attempt in range(self.max_retries + 1):
+            with seeded_random_state(self.sampler.seed, position, attempt):
+                if attempt:  # as Detectron2's MapDataset: replace an unusable item with another
+                    index = random.randrange(len(self.dataset))
+                mapped = self.mapper(self.dataset[index])
+            if mapped is not None:
+                return mapped
+        raise RuntimeError(f"the mapper returned None for {self.max_retries + 1} items in a row")
+
+    def __iter__(self):
+        worker = get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        for number, batch in enumerate(self.sampler):
+            if number % num_workers == worker_id:
+                yield [self.map_one(position, index) for position, index in batch]
+
+
+def _identity(batch):
+    return batch
+
+
+class ResumableTrainLoader:
+    """The training data loader: an iterable of batches (lists of mapped dicts) whose position
+    is saved and restored through :meth:`state_dict` / :meth:`load_state_dict`.
+
+    Iteration starts lazily, at the first ``next()``: Detectron2's trainer calls ``iter()``
+    on construction, before ``--resume`` has loaded the position.
+    """
+
+    def __init__(self, dataset, mapper, sampler, num_workers=0):
+        self.dataset = dataset
+        self.mapper = mapper
+        self.sampler = sampler
+        self.num_workers = num_workers
+        self.steps_taken = 0
+        self._started = False
+
+    @property
+    def next_step(self):
+        return self.sampler.start_step + self.steps_taken
+
+    def __iter__(self):
+        self._started = True
+        loader = DataLoader(
+            _MappedBatches(self.dataset, self.mapper, self.sampler),
+            batch_size=None,  # items are whole batches already
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+            # its own generator: creating the loader must not draw from the global one
+            generator=torch.Generator().manual_seed(self.sampler.seed),
+        )
+        for batch in loader:
+            self.steps_taken += 1
+            yield batch
+
+    def state_dict(self):
+        return {"next_step": self.next_step, "seed": self.sampler.seed, "size": self.sampler.size,
+                "batch_size": self.sampler.batch_size, "world_size": self.sampler.world_size}
+
+    def load_state_dict(self, state):
+        if self._started:
+            raise RuntimeError("load_state_dict must come before the first batch is drawn")
+        for key in ("size", "batch_size", "world_size"):
+            if state.get(key) != getattr(self.sampler, key):
+                logger.warning(
+                    "The checkpoint's training data had %s=%s, this run has %s: the data sequence "
+                    "cannot continue exactly.", key, state.get(key), getattr(self.sampler, key))
+        if state["seed"] != self.sampler.seed:
+            logger.info("Continuing the checkpoint's data sequence (seed %d, not %d)", state["seed"], self.sampler.seed)
+            self.sampler.seed = int(state["seed"])
+        self.sampler.start_step = int(state["next_step"])
+        self.steps_taken = 0
+        logger.info("Training data resumes at step %d", self.sampler.start_step)
+
+
+def build_resumable_train_loader(cfg, mapper):
+    """The training loader for ``cfg.DATASETS.TRAIN`` (Detectron2's ``build_detection_train_loader``
+    with :class:`ResumableTrainingSampler` in place of ``TrainingSampler``)."""
+    from detectron2.data import DatasetFromList, get_detection_dataset_dicts
+
+    if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+        raise ValueError(f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN!r} is not supported: ustumor "
+                         "trains with its resumable equivalent of TrainingSampler")
+    dataset_dicts = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN,
+        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        min_keypoints=0,
+        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+    )
+    world_size = comm.get_world_size()
+    if cfg.SOLVER.IMS_PER_BATCH % world_size:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by {world_size} GPUs")
+    # a negative SEED means "random": draw one shared by all processes; the checkpoint keeps it
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    sampler = ResumableTrainingSampler(
+        len(dataset_dicts),
+        cfg.SOLVER.IMS_PER_BATCH // world_size,
+        seed=seed,
+        group_ids=aspect_ratio_groups(dataset_dicts) if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None,
+    )
+    logger.info("Resumable training sampler: %d images, seed %d, %d per GPU per step",
+                len(dataset_dicts), seed, sampler.batch_size)
+    return ResumableTrainLoader(DatasetFromList(dataset_dicts, copy=False), mapper, sampler, cfg.DATALOADER.NUM_WORKERS)

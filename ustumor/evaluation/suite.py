@@ -1,0 +1,308 @@
+"""The ``--eval-only`` medical evaluation suite.
+
+:class:`MedicalEvaluationSuite` runs beside Detectron2's ``COCOEvaluator`` (see
+``UltrasoundTrainer.build_evaluator``); ``UltrasoundTrainer.test`` merges their results,
+prints them as a table and writes them to ``OUTPUT_DIR/inference/<dataset>/results.json``.
+
+Definitions (TP/FP/FN/TN at the operating point are those of
+:mod:`ustumor.evaluation.penalized_iou`, with ``TEST.PENALIZED_IOU.SCORE_THRESH``,
+``IOU_THRESH`` and ``TOP_K``):
+
+- an image's outcome: "tp" (has lesions, at least one found), "fn" (has lesions, none
+  found), "fp" (no lesion, a kept prediction), "tn" (no lesion, no kept prediction);
+- a patient (or clip) with lesions is detected ("tp") if any of its frames is "tp",
+  otherwise "fn"; one without lesions is "tn" if all its frames are, otherwise "fp";
+- sensitivity = tp / (tp + fn), specificity = tn / (tn + fp) at each level;
+- FROC: :mod:`ustumor.evaluation.froc` (all detections, hit at IoU >= TEST.FROC.IOU_THRESH);
+- malignancy AUC (two-class mode only): over images with lesions, malignant ones (any
+  malignant box) against benign ones, scored by their highest "malignant" detection
+  score (0 without one);
+- confidence intervals: :mod:`ustumor.evaluation.bootstrap`, resampling the dataset-dict
+  field ``TEST.BOOTSTRAP.CLUSTER_BY`` (patients), images without it on their own.
+
+Results JSON schema (``results.json``; undefined values are NaN, written ``NaN`` as Python's
+json does; AP values in percent, every other rate in [0, 1])::
+
+    {
+      "bbox":           {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>", ...}
+                        # Detectron2's COCOEvaluator, per class
+      "bbox_agnostic":  {"AP", "AP50", "AP75"}           # every box one "lesion" class
+      "per_class":      {"AP-<class>", "AP50-<class>", "AP75-<class>"}   # only with >1 class
+      "froc":           {"sensitivity@0.125", ..., "sensitivity@8", "cpm",
+                         "num_lesions", "num_images", "iou_thresh"}
+      "froc_curve":     {"fps_per_image": [...], "sensitivity": [...], "score_thresh": [...]}
+      "lesion_level":   {"sensitivity", "precision", "mean_iou_tp", "tp", "fp", "fn"}
+      "image_level":    {"sensitivity", "specificity", "tp", "fn", "fp", "tn",
+                         "num_positive", "num_negative"}
+      "patient_level":  same keys as image_level          # only if images have patient_id
+      "clip_level":     same keys as image_level          # only if images have clip_id
+      "malignancy":     {"auc", "num_malignant", "num_benign"}   # only in two-class mode
+      "penalized_iou":  {"piou", "tp", "fp", "fn", "tn", "iou_sum", "mean_iou_tp",
+                         "precision", "sensitivity", "image_sensitivity", "specificity",
+                         "accuracy", "num_images", "num_positive_images",
+                         "num_negative_images", "score_thresh", "iou_thresh", "top_k"}
+      "penalized_iou_sweep": {"0.00": {<penalized_iou's row columns>}, ..., "0.95": {...}}
+      "confidence_intervals": {"<section>/<metric>": {"estimate", "low", "high",
+                                                      "num_valid"}, ...}
+      "settings":       {"dataset", "num_images", "class_names", "score_thresh",
+                         "iou_thresh", "top_k", "froc_iou_thresh", "fps_per_image",
+                         "bootstrap": {"num_samples", "seed", "confidence",
+                                       "cluster_by", "num_clusters"}}
+    }
+
+Beside it, in the same folder: ``penalized_iou_sweep.json``/``.csv`` (the sweep as rows)
+and ``per_image.json``: one entry per image, ``{"image_id", "file_name", "patient_id",
+"clip_id", "outcome", "tp", "fp", "fn", "gt_boxes", "predictions": [{"box", "score",
+"class", "outcome", "iou"}]}`` with the kept predictions at the operating point.
+"""
+import json
+import logging
+import math
+import os
+
+import numpy as np
+from detectron2.data import MetadataCatalog
+from tabulate import tabulate
+
+from .average_precision import CocoMatches
+from .bootstrap import all_once, bootstrap, clusters_of
+from .froc import DEFAULT_FPS_PER_IMAGE, PooledHits, image_hits
+from .penalized_iou import (SWEEP_THRESHOLDS, atomic_write_text, json_safe, match_image, save_sweep,
+                            summarize_matches, sweep, sweep_as_dict)
+from .records import DetectionCollector
+from .roc import roc_auc
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MedicalEvaluationSuite", "SuiteAnalysis", "evaluate_suite", "format_results_table"]
+
+# Metrics that get confidence intervals, per section (counts and settings do not).
+HEADLINE = {
+    "bbox_agnostic": ("AP", "AP50", "AP75"),
+    "per_class": None,  # all of them
+    "froc": tuple(f"sensitivity@{t:g}" for t in DEFAULT_FPS_PER_IMAGE) + ("cpm",),
+    "lesion_level": ("sensitivity", "precision", "mean_iou_tp"),
+    "image_level": ("sensitivity", "specificity"),
+    "patient_level": ("sensitivity", "specificity"),
+    "clip_level": ("sensitivity", "specificity"),
+    "malignancy": ("auc",),
+    "penalized_iou": ("piou",),
+}
+
+
+def _ratio(numerator, denominator):
+    return numerator / denominator if denominator else float("nan")
+
+
+def _level_summary(outcomes):
+    counts = {o: outcomes.count(o) for o in ("tp", "fn", "fp", "tn")}
+    positives, negatives = counts["tp"] + counts["fn"], counts["tn"] + counts["fp"]
+    return {"sensitivity": _ratio(counts["tp"], positives), "specificity": _ratio(counts["tn"], negatives),
+            **counts, "num_positive": positives, "num_negative": negatives}
+
+
+def _group_outcome(image_outcomes):
+    """A patient's or clip's outcome from its frames' (module docstring)."""
+    if any(o in ("tp", "fn") for o in image_outcomes):
+        return "tp" if "tp" in image_outcomes else "fn"
+    return "fp" if "fp" in image_outcomes else "tn"
+
+
+class SuiteAnalysis:
+    """Everything per image that the suite's numbers are pooled from, computed once, so that
+    :meth:`metrics` can be re-run on bootstrap resamples cheaply."""
+
+    def __init__(self, records, class_names=("lesion",), score_thresh=0.45, iou_thresh=0.25, top_k=1,
+                 froc_iou_thresh=0.1, fps_per_image=DEFAULT_FPS_PER_IMAGE, cluster_by="patient_id"):
+        self.records = records
+        self.class_names = list(class_names)
+        self.fps_per_image = tuple(fps_per_image)
+        self.matches = [match_image(r.pred_boxes, r.pred_scores, r.gt_boxes, score_thresh, iou_thresh, top_k)
+                        for r in records]
+        self.lesions = np.array([len(r.gt_boxes) for r in records], dtype=np.int64)
+        self.hits = PooledHits([image_hits(r.pred_boxes, r.pred_scores, r.gt_boxes, froc_iou_thresh)
+                                for r in records], self.lesions)
+        self.coco_agnostic = CocoMatches(records, class_agnostic=True)
+        self.coco_classes = (CocoMatches(records, self.class_names, class_agnostic=False)
+                             if len(self.class_names) > 1 else None)
+        self.units = [r.unit(cluster_by) for r in records]
+        self.levels = {level: key for level, key in (("patient_level", "patient_id"), ("clip_level", "clip_id"))
+                       if any(r.meta.get(key) not in (None, "") for r in records)}
+        self.malignant = None
+        if {"benign", "malignant"} <= set(self.class_names):
+            self.malignant = self.class_names.index("malignant")
+            self.malignancy_score = np.array([
+                float(r.pred_scores[r.pred_classes == self.malignant].max(initial=0.0)) for r in records])
+            self.is_malignant = np.array([bool((r.gt_classes == self.malignant).any()) for r in records])
+
+    def metrics(self, indices=None, draws=None):
+        """The suite's sections (module docstring) over the images ``indices`` (repeats
+        allowed); ``draws`` tells apart repeated draws of one patient or clip."""
+        if indices is None:
+            indices, draws = all_once(self.units)
+        records = self.records
+        matches = [self.matches[i] for i in indices]
+        result = {"bbox_agnostic": self.coco_agnostic.average_precision(indices)}
+        if self.coco_classes is not None:
+            result["per_class"] = {k: v for k, v in self.coco_classes.average_precision(indices).items() if "-" in k}
+        counts = np.bincount(np.asarray(indices, dtype=np.int64), minlength=len(records))
+        result["froc"] = self.hits.froc(self.fps_per_image, counts)
+        pooled = summarize_matches(matches)
+        result["lesion_level"] = {"sensitivity": pooled["sensitivity"], "precision": pooled["precision"],
+                                  "mean_iou_tp": pooled["mean_iou_tp"], "tp": pooled["tp"], "fp": pooled["fp"],
+                                  "fn": pooled["fn"]}
+        result["image_level"] = _level_summary([m.outcome for m in matches])
+        for level, key in self.levels.items():
+            groups = {}
+            for i, draw in zip(indices, draws):
+                groups.setdefault((int(draw), records[i].unit(key)), []).append(self.matches[i].outcome)
+            result[level] = _level_summary([_group_outcome(g) for g in groups.values()])
+        if self.malignant is not None:
+            with_lesion = [i for i in indices if self.lesions[i]]
+            labels = self.is_malignant[with_lesion]
+            result["malignancy"] = {"auc": roc_auc(labels, self.malignancy_score[with_lesion]),
+                                    "num_malignant": int(labels.sum()), "num_benign": int((~labels).sum())}
+        result["penalized_iou"] = pooled
+        return result
+
+    def headline(self, indices=None, draws=None):
+        """The metrics that get confidence intervals, flattened to ``section/name``."""
+        flat = {}
+        for section, values in self.metrics(indices, draws).items():
+            names = HEADLINE.get(section, ())
+            for name, value in values.items():
+                if names is None or name in names:
+                    flat[f"{section}/{name}"] = value
+        return flat
+
+
+def evaluate_suite(records, class_names=("lesion",), score_thresh=0.45, iou_thresh=0.25, top_k=1,
+                   froc_iou_thresh=0.1, fps_per_image=DEFAULT_FPS_PER_IMAGE, num_bootstrap=1000,
+                   bootstrap_seed=0, confidence=0.95, cluster_by="patient_id", output_dir=None, dataset_name=""):
+    """The suite's results (module docstring) for a list of ImageRecord."""
+    analysis = SuiteAnalysis(records, class_names, score_thresh, iou_thresh, top_k, froc_iou_thresh,
+                             fps_per_image, cluster_by)
+    results = analysis.metrics()
+    results["froc"]["iou_thresh"] = float(froc_iou_thresh)
+    results["penalized_iou"].update(score_thresh=float(score_thresh), iou_thresh=float(iou_thresh),
+                                    top_k=int(top_k or 0))
+    _, results["froc_curve"] = analysis.hits.froc(fps_per_image, with_curve=True)
+    predictions = [(r.pred_boxes, r.pred_scores) for r in records]
+    rows = sweep(predictions, [r.gt_boxes for r in records], iou_thresh, top_k, SWEEP_THRESHOLDS)
+    results["penalized_iou_sweep"] = sweep_as_dict(rows)
+
+    estimates = analysis.headline()
+    intervals = {}
+    if num_bootstrap > 0 and records:
+        intervals = bootstrap(analysis.headline, analysis.units, num_bootstrap, bootstrap_seed, confidence)
+    results["confidence_intervals"] = {
+        name: {"estimate": value, **intervals.get(name, {"low": float("nan"), "high": float("nan"), "num_valid": 0})}
+        for name, value in estimates.items()
+    }
+    results["settings"] = {
+        "dataset": dataset_name, "num_images": len(records), "class_names": list(class_names),
+        "score_thresh": float(score_thresh), "iou_thresh": float(iou_thresh), "top_k": int(top_k or 0),
+        "froc_iou_thresh": float(froc_iou_thresh), "fps_per_image": [float(t) for t in fps_per_image],
+        "bootstrap": {"num_samples": int(num_bootstrap), "seed": int(bootstrap_seed), "confidence": float(confidence),
+                      "cluster_by": cluster_by, "num_clusters": len(clusters_of(analysis.units))},
+    }
+    if output_dir:
+        save_sweep(rows, output_dir)
+        atomic_write_text(os.path.join(output_dir, "per_image.json"),
+                          json.dumps(json_safe(per_image_entries(analysis, class_names)), indent=1))
+    return results
+
+
+def per_image_entries(analysis, class_names):
+    entries = []
+    for record, match in zip(analysis.records, analysis.matches):
+        predictions = [
+            {"box": record.pred_boxes[k].tolist(), "score": float(record.pred_scores[k]),
+             "class": class_names[int(record.pred_classes[k])] if int(record.pred_classes[k]) < len(class_names)
+             else int(record.pred_classes[k]),
+             "outcome": outcome, "iou": float(iou)}
+            for k, outcome, iou in zip(match.kept, match.pred_outcome, match.pred_iou)
+        ]
+        entries.append({
+            "image_id": record.image_id, "file_name": record.meta.get("file_name"),
+            "patient_id": record.meta.get("patient_id"), "clip_id": record.meta.get("clip_id"),
+            "outcome": match.outcome, "tp": match.tp, "fp": match.fp, "fn": match.fn,
+            "gt_boxes": record.gt_boxes.tolist(), "predictions": predictions,
+        })
+    return entries
+
+
+class MedicalEvaluationSuite(DetectionCollector):
+    """DatasetEvaluator returning :func:`evaluate_suite`'s results (module docstring)."""
+
+    def __init__(self, dataset_name, output_dir=None, distributed=True, **settings):
+        super().__init__(dataset_name, distributed=distributed)
+        self.output_dir = output_dir
+        self.settings = settings
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name, output_dir=None):
+        return cls(
+            dataset_name, output_dir=output_dir,
+            class_names=MetadataCatalog.get(dataset_name).get("thing_classes", ["lesion"]),
+            score_thresh=cfg.TEST.PENALIZED_IOU.SCORE_THRESH, iou_thresh=cfg.TEST.PENALIZED_IOU.IOU_THRESH,
+            top_k=cfg.TEST.PENALIZED_IOU.TOP_K, froc_iou_thresh=cfg.TEST.FROC.IOU_THRESH,
+            fps_per_image=tuple(cfg.TEST.FROC.FPS_PER_IMAGE), num_bootstrap=cfg.TEST.BOOTSTRAP.NUM_SAMPLES,
+            bootstrap_seed=cfg.TEST.BOOTSTRAP.SEED, confidence=cfg.TEST.BOOTSTRAP.CONFIDENCE,
+            cluster_by=cfg.TEST.BOOTSTRAP.CLUSTER_BY,
+        )
+
+    def evaluate(self):
+        records = self.collect()
+        if records is None:  # not the main process
+            return {}
+        if not records:
+            logger.warning("No images to evaluate on %s", self.dataset_name)
+            return {}
+        return evaluate_suite(records, output_dir=self.output_dir, dataset_name=self.dataset_name, **self.settings)
+
+
+# Sections and metrics shown in the printed table, in order; per-class entries are added.
+TABLE = (
+    ("bbox", ("AP", "AP50", "AP75")),
+    ("bbox_agnostic", ("AP", "AP50", "AP75")),
+    ("per_class", None),
+    ("froc", HEADLINE["froc"]),
+    ("lesion_level", ("sensitivity", "precision", "mean_iou_tp")),
+    ("image_level", ("sensitivity", "specificity")),
+    ("patient_level", ("sensitivity", "specificity")),
+    ("clip_level", ("sensitivity", "specificity")),
+    ("malignancy", ("auc",)),
+    ("penalized_iou", ("piou",)),
+)
+
+
+def _number(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def format_results_table(results):
+    """A text table of the headline numbers (with 95% CIs when the results have them)."""
+    intervals = results.get("confidence_intervals", {})
+    rows = []
+    for section, names in TABLE:
+        values = results.get(section)
+        if not isinstance(values, dict):
+            continue
+        if section == "bbox":
+            names = list(names) + sorted(k for k in values if k.startswith("AP-"))
+        for name in (names if names is not None else sorted(values)):
+            if name not in values:
+                continue
+            interval = intervals.get(f"{section}/{name}")
+            ci = f"[{_number(interval['low'])}, {_number(interval['high'])}]" if interval else ""
+            rows.append((section, name, _number(values[name]), ci))
+    if "penalized_iou" in results and "tp" in results["penalized_iou"]:
+        p = results["penalized_iou"]
+        rows.append(("penalized_iou", "TP/FP/FN/TN", f"{p['tp']}/{p['fp']}/{p['fn']}/{p['tn']}", ""))
+    settings = results.get("settings", {}).get("bootstrap", {})
+    header = ("section", "metric", "value",
+              f"{100 * settings.get('confidence', 0.95):g}% CI" if intervals else "")
+    return tabulate(rows, headers=header, tablefmt="pipe")
