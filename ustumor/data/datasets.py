@@ -28,6 +28,14 @@ def register_busi_layout(prefix, root, class_mode="lesion", min_area=20, on_bad_
     key = (prefix, os.path.abspath(root), class_mode, int(min_area), on_bad_item, int(seed),
            tuple(float(r) for r in ratios), int(hash_distance),
            float(min_correlation), split_file)
+    register_split_family(prefix, lambda: _split_busi_layout(*key)[0], lambda: _split_busi_layout(*key)[1],
+                          thing_classes=busi_class_names(class_mode), dataset_root=find_busi_root(root))
+
+
+def register_split_family(prefix, all_dicts, get_split, **metadata):
+    """Register ``<prefix>_{train,val,test,all}`` lazily over ``all_dicts()`` (each dict
+    carrying its ``split``), replacing earlier registrations; ``get_split()`` gives the
+    split file copied into each run."""
     for split_name in SPLIT_NAMES + ("all",):
         name = f"{prefix}_{split_name}"
         if name in DatasetCatalog.list():
@@ -35,16 +43,8 @@ def register_busi_layout(prefix, root, class_mode="lesion", min_area=20, on_bad_
             MetadataCatalog.remove(name)
 
         def load(split_name=split_name):
-            dicts = _split_busi_layout(*key)[0]
-            if split_name == "all":
-                return [dict(d) for d in dicts]
-            return [dict(d) for d in dicts if d["split"] == split_name]
+            return [dict(d) for d in all_dicts() if split_name == "all" or d["split"] == split_name]
 
         DatasetCatalog.register(name, load)
-        MetadataCatalog.get(name).set(
-            thing_classes=busi_class_names(class_mode),
-            evaluator_type="coco",
-            dataset_root=find_busi_root(root),
-            split_prefix=prefix,
-        )
-    register_split_provider(prefix, lambda: _split_busi_layout(*key)[1])
+        MetadataCatalog.get(name).set(evaluator_type="coco", split_prefix=prefix, **metadata)
+    register_split_provider(prefix, get_split)

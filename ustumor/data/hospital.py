@@ -32,13 +32,13 @@ import logging
 import math
 import os
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
 from . import dicom
 from .bad_input import BadInputError, BadInputPolicy
-from .splits import SPLIT_NAMES, apply_split, load_split, register_split_provider, stratified_group_split
+from .datasets import register_split_family
+from .splits import SPLIT_NAMES, apply_split, load_split, stratified_group_split
 
 logger = logging.getLogger(__name__)
 
@@ -456,25 +456,9 @@ def register_hospital_dataset(prefix, csv_file, image_root=None, class_mode="les
            bool(drop_unannotated_in_annotated_clips), int(dicom_first_frame), csv_encoding, int(seed),
            tuple(float(r) for r in ratios), tuple(stratify_by), split_file)
     _REGISTERED[prefix] = key
-    for split_name in SPLIT_NAMES + ("all",):
-        name = f"{prefix}_{split_name}"
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-
-        def load(split_name=split_name):
-            dicts = _split_hospital(*key)[0]
-            return [dict(d) for d in dicts if split_name == "all" or d["split"] == split_name]
-
-        DatasetCatalog.register(name, load)
-        MetadataCatalog.get(name).set(
-            thing_classes=hospital_class_names(class_mode),
-            evaluator_type="coco",
-            dataset_root=image_root,
-            csv_file=os.path.abspath(csv_file),
-            split_prefix=prefix,
-        )
-    register_split_provider(prefix, lambda: _split_hospital(*key)[1])
+    register_split_family(prefix, lambda: _split_hospital(*key)[0], lambda: _split_hospital(*key)[1],
+                          thing_classes=hospital_class_names(class_mode), dataset_root=image_root,
+                          csv_file=os.path.abspath(csv_file))
 
 
 def hospital_report(prefix):
