@@ -32,6 +32,9 @@ demo: setup
 	$(PY) tools/demo.py --output output/demo
 
 test: setup
+	@# Debian's chromium renders the report page in tests/test_report.py (skipped without it)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the report render tests will be skipped"
 	$(PY) -m pytest -q tests
 
 clean-venv:

@@ -19,6 +19,7 @@ setup(
         "opencv-python-headless",
         "Pillow>=9",
         "matplotlib",
+        "PyYAML",  # reading a run's config.yaml for its report
         "pycocotools>=2.0.2",
         "tqdm",
         "pydicom>=3.0",

@@ -4,7 +4,8 @@
 Everything goes under ``--output`` (default ``output/demo``):
 
 - ``datasets/phantom``  the generated BUSI-layout phantom
-- ``phantom/``          the run: config, splits, checkpoints, metrics, evaluation
+- ``phantom/``          the run: config, splits, checkpoints, metrics, evaluation,
+                        outcome images, Grad-CAM samples and ``report.html``
 """
 import argparse
 import json
@@ -44,11 +45,20 @@ def main():
          "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
          "DATASETS.TEST", '("phantom_test",)'], env)
 
+    # the run's report page: outcome images, Grad-CAM samples, curves and plots
+    trained = ["--config-file", CONFIG, "--weights", os.path.join(run_dir, "model_final.pth")]
+    run([sys.executable, "tools/visualize_predictions.py", *trained, "--dataset", "phantom_test",
+         "--output", os.path.join(run_dir, "visualization", "phantom_test"), *overrides], env)
+    run([sys.executable, "tools/gradcam.py", *trained, "--dataset", "phantom_test", "--max-images", "8",
+         "--output", os.path.join(run_dir, "gradcam", "phantom_test"), *overrides], env)
+    run([sys.executable, "tools/report.py", run_dir], env)
+
     results_file = os.path.join(run_dir, "inference", "phantom_test", "results.json")
     with open(results_file) as f:
         bbox = json.load(f)["bbox"]
     print(f"\nphantom_test: AP {bbox['AP']:.1f}  AP50 {bbox['AP50']:.1f}  AP75 {bbox['AP75']:.1f}")
     print(f"run folder: {run_dir}")
+    print(f"report: {os.path.join(run_dir, 'report.html')}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Build a run's HTML report page: config, splits, metrics with CIs, training curves,
+evaluation plots, TP/FP/FN samples and Grad-CAM samples.
+
+    tools/report.py output/busi/faster_rcnn_R_50_FPN_1x            # -> .../report.html
+
+It reads what train_net.py (training, --eval-only), tools/visualize_predictions.py
+(into OUTPUT_DIR/visualization/<dataset>) and tools/gradcam.py (into
+OUTPUT_DIR/gradcam/<dataset>) left in OUTPUT_DIR, and names whatever is missing on
+the page. Images are embedded, so report.html is one portable file; --link links them
+instead.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ustumor.visualization.report import build_report  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR")
+    parser.add_argument("--page", help="where to write the page (default: OUTPUT_DIR/report.html)")
+    parser.add_argument("--datasets", nargs="+", help="evaluated datasets to include (default: all)")
+    parser.add_argument("--samples", type=int, default=4, help="images per outcome and Grad-CAM images per dataset")
+    parser.add_argument("--link", action="store_true", help="link images relatively instead of embedding them")
+    return parser.parse_args(argv)
+
+
+def main(args):
+    if not os.path.isdir(args.output_dir):
+        raise SystemExit(f"{args.output_dir} is not a folder")
+    page, missing = build_report(args.output_dir, args.page, args.datasets, embed=not args.link,
+                                 samples=args.samples)
+    print(page)
+    if missing:
+        print("missing from the report: " + ", ".join(missing))
+    return page
+
+
+if __name__ == "__main__":
+    main(parse_args())

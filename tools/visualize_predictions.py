@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Draw a trained detector's predictions against the truth, one file per image named by outcome.
+
+    tools/visualize_predictions.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml \\
+        --weights output/busi/faster_rcnn_R_50_FPN_1x/model_best.pth --dataset busi_test \\
+        --output output/busi/faster_rcnn_R_50_FPN_1x/visualization/busi_test
+    tools/visualize_predictions.py ... --only FP FN --worst 20 TEST.PENALIZED_IOU.SCORE_THRESH 0.3
+
+Files are ``{TP|FP|FN|TN}_<image>_iou_<x>_score_<y>.png``, with the outcome of the
+penalised-IoU matching at TEST.PENALIZED_IOU.{SCORE_THRESH, IOU_THRESH, TOP_K} (see
+``ustumor/visualization/outcome_images.py`` for what x and y are). ``contact_sheet.png``
+shows the written images in a grid, worst first; ``outcomes.json`` lists every image's
+outcome. Trailing ``KEY VALUE`` pairs override the config.
+"""
+import argparse
+import collections
+import json
+import os
+import sys
+
+from detectron2.data import MetadataCatalog
+from detectron2.utils.logger import setup_logger
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ustumor  # noqa: E402,F401  registers datasets and models
+from ustumor.data.image_io import read_grey  # noqa: E402
+from ustumor.engine.defaults import build_config  # noqa: E402
+from ustumor.visualization.drawing import contact_sheet, write_rgb  # noqa: E402
+from ustumor.visualization.inference import load_model, predict_records, with_available_device  # noqa: E402
+from ustumor.visualization.outcome_images import (OUTCOMES, image_names, image_outcome, render_outcome,  # noqa: E402
+                                                  select_outcomes)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--weights", required=True, help="trained checkpoint (.pth)")
+    parser.add_argument("--dataset", required=True, help="a registered dataset, e.g. busi_test")
+    parser.add_argument("--output", required=True, help="folder for the images")
+    parser.add_argument("--only", nargs="+", metavar="OUTCOME", help="draw only these outcomes: TP, FP, FN, TN")
+    parser.add_argument("--worst", type=int, default=None, metavar="K",
+                        help="draw only the K worst images (lowest own penalised IoU first)")
+    parser.add_argument("--columns", type=int, default=4, help="contact sheet columns")
+    parser.add_argument("--no-contact-sheet", action="store_true")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    if args.only:
+        # "--only FN MODEL.DEVICE cpu": argparse gives the overrides to --only too
+        count = next((i for i, token in enumerate(args.only) if token.lower() not in OUTCOMES), len(args.only))
+        args.only, args.opts = [o.lower() for o in args.only[:count]], args.only[count:] + list(args.opts)
+        if not args.only:
+            parser.error(f"--only needs one or more of {', '.join(o.upper() for o in OUTCOMES)}")
+    return args
+
+
+def main(args):
+    cfg = build_config(args.config_file, with_available_device(list(args.opts) + ["MODEL.WEIGHTS", args.weights]))
+    setup_logger(name="ustumor")
+    thresholds = cfg.TEST.PENALIZED_IOU
+    records = predict_records(cfg, load_model(cfg), args.dataset)
+    files = [r.meta["file_name"] for r in records]
+    outcomes = [
+        image_outcome(file, name, r.pred_boxes, r.pred_scores, r.gt_boxes, thresholds.SCORE_THRESH,
+                      thresholds.IOU_THRESH, thresholds.TOP_K, r.pred_classes)
+        for r, file, name in zip(records, files, image_names(files))
+    ]
+    # worst first everywhere, so that a contact sheet or a report shows the errors first
+    ranked = select_outcomes(outcomes, worst=len(outcomes))
+    selected = select_outcomes(ranked, only=args.only, worst=args.worst)
+    class_names = MetadataCatalog.get(args.dataset).get("thing_classes", None)
+    os.makedirs(args.output, exist_ok=True)
+    drawn, written = [], {}
+    for outcome in selected:
+        picture = render_outcome(read_grey(outcome.file_name), outcome, class_names, thresholds.SCORE_THRESH)
+        file = outcome.file_stem + ".png"
+        write_rgb(os.path.join(args.output, file), picture)
+        drawn.append(picture)
+        written[id(outcome)] = file
+    if drawn and not args.no_contact_sheet:
+        sheet = contact_sheet(drawn, columns=args.columns)
+        write_rgb(os.path.join(args.output, "contact_sheet.png"), sheet)
+    counts = collections.Counter(o.outcome for o in outcomes)
+    index = {
+        "dataset": args.dataset, "weights": args.weights,
+        "settings": {"score_thresh": thresholds.SCORE_THRESH, "iou_thresh": thresholds.IOU_THRESH,
+                     "top_k": thresholds.TOP_K},
+        "counts": {o.upper(): counts.get(o, 0) for o in OUTCOMES},
+        "images": [{"image": o.file_name, "outcome": o.outcome, "iou": o.iou, "score": o.score, "quality": o.quality,
+                    "file": written.get(id(o))} for o in ranked],
+    }
+    with open(os.path.join(args.output, "outcomes.json"), "w") as f:
+        json.dump(index, f, indent=1)
+    print(f"{args.dataset}: {dict(index['counts'])}; {len(drawn)} images written to {args.output}")
+    return index
+
+
+if __name__ == "__main__":
+    main(parse_args())
