@@ -17,13 +17,14 @@
   clip-level ones when the results have them).
 """
 import json
-import os
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .figures import save_figures  # noqa: E402
 
 __all__ = ["load_results", "pr_from_froc", "roc_from_sweep", "sweep_table", "make_figures", "plot_results",
            "FIGURES"]
@@ -257,14 +258,4 @@ def make_figures(results):
 
 def plot_results(results, output_dir, dpi=150):
     """Write each figure the results have data for as ``<name>.png``; returns ``{name: path}``."""
-    os.makedirs(output_dir, exist_ok=True)
-    written = {}
-    for name in FIGURES:
-        figure = make_figure(name, results)
-        if figure is None:
-            continue
-        path = os.path.join(output_dir, f"{name}.png")
-        figure.savefig(path, dpi=dpi)
-        plt.close(figure)
-        written[name] = path
-    return written
+    return save_figures(((name, make_figure(name, results)) for name in FIGURES), output_dir, dpi)

@@ -18,6 +18,8 @@ matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figures import save_figures  # noqa: E402
+
 __all__ = ["RunMetrics", "read_metrics_json", "load_run", "make_figure", "plot_runs", "PLOTS"]
 
 LOSS_PREFIX = "loss_"
@@ -236,14 +238,4 @@ def make_figure(name, runs: List[RunMetrics], sequential=False):
 
 def plot_runs(runs: List[RunMetrics], output_dir, sequential=False, dpi=150):
     """One PNG per curve type that any run has data for (see :func:`make_figure`); returns ``{name: path}``."""
-    os.makedirs(output_dir, exist_ok=True)
-    written = {}
-    for name in PLOTS:
-        figure = make_figure(name, runs, sequential)
-        if figure is None:
-            continue
-        path = os.path.join(output_dir, f"{name}.png")
-        figure.savefig(path, dpi=dpi)
-        plt.close(figure)
-        written[name] = path
-    return written
+    return save_figures(((name, make_figure(name, runs, sequential)) for name in PLOTS), output_dir, dpi)
