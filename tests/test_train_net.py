@@ -50,6 +50,9 @@ def test_train_resume_and_eval_only(phantom_env, tmp_path):
     code, log = train_net(phantom_env, "--eval-only", "OUTPUT_DIR", out, *SMALL,
                           "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "DATASETS.TEST", '("phantom_test",)')
     assert code == 0, log[-3000:]
+    # the training run's config stays; the evaluation's is written beside it
+    assert "phantom_test" not in open(os.path.join(out, "config.yaml")).read()
+    assert "phantom_test" in open(os.path.join(out, "config_eval.yaml")).read()
     assert "Evaluation results for phantom_test" in log and "AP50" in log
     results = json.load(open(os.path.join(out, "inference", "phantom_test", "results.json")))
     assert set(results["bbox"]) >= {"AP", "AP50", "AP75"}  # NaN when a 6-iteration model detects nothing

@@ -27,7 +27,17 @@ def build_config(config_file="", opts=()):
 def setup_config(args):
     """``build_config`` plus Detectron2's logging/seed/output-dir setup, for entry points."""
     cfg = build_config(args.config_file, args.opts)
+    config_path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    training_config = None
+    if getattr(args, "eval_only", False) and comm.is_main_process() and os.path.exists(config_path):
+        with open(config_path) as f:
+            training_config = f.read()
     default_setup(cfg, args)  # also writes OUTPUT_DIR/config.yaml
+    if training_config is not None:
+        # evaluating into a training run's folder keeps that run's config; the evaluation's goes beside it
+        os.replace(config_path, os.path.join(cfg.OUTPUT_DIR, "config_eval.yaml"))
+        with open(config_path, "w") as f:
+            f.write(training_config)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ustumor")
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     return cfg
