@@ -19,7 +19,6 @@ import tempfile
 import time
 
 import cv2
-import numpy as np
 import torch
 
 from common import REPO_ROOT, machine_facts, print_table, summarize, write_json
