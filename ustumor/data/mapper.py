@@ -75,11 +75,10 @@ class UltrasoundDatasetMapper:
     """
 
     @configurable
-    def __init__(self, is_train, augmentations, crop_ultrasound=False, image_format="BGR"):
+    def __init__(self, is_train, augmentations, crop_ultrasound=False):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.crop_ultrasound = crop_ultrasound
-        self.image_format = image_format
         self.crop_cache = CropCache()
         mode = "training" if is_train else "inference"
         logger.info(f"[UltrasoundDatasetMapper] {mode} augmentations: {augmentations}, crop={crop_ultrasound}")
@@ -90,7 +89,6 @@ class UltrasoundDatasetMapper:
             "is_train": is_train,
             "augmentations": build_ultrasound_augmentations(cfg, is_train),
             "crop_ultrasound": cfg.INPUT.CROP_ULTRASOUND,
-            "image_format": cfg.INPUT.FORMAT,
         }
 
     def load_grey(self, dataset_dict):

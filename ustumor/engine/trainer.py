@@ -89,7 +89,6 @@ class UltrasoundTrainer(DefaultTrainer):
             is_train=True,  # keeps the annotations as instances
             augmentations=build_ultrasound_augmentations(cfg, is_train=False),
             crop_ultrasound=cfg.INPUT.CROP_ULTRASOUND,
-            image_format=cfg.INPUT.FORMAT,
         )
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
@@ -134,8 +133,7 @@ class UltrasoundTrainer(DefaultTrainer):
         the random generators as it found them, so evaluating does not change the training."""
         with preserved_rng_state():
             evaluators = [self.build_evaluator(self.cfg, name, full_suite=False) for name in self.cfg.DATASETS.TEST]
-            self._last_eval_results = self.test(self.cfg, self.model, evaluators)
-        return scalar_results(self._last_eval_results)
+            return scalar_results(self.test(self.cfg, self.model, evaluators))
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -154,7 +152,7 @@ class UltrasoundTrainer(DefaultTrainer):
                 folder = os.path.join(cfg.OUTPUT_DIR, "inference", name)
                 path = os.path.join(folder, "results.json")
                 atomic_write_text(path, json.dumps(json_safe(results[name]), indent=1))
-                # printed: ustumor's loggers are not set up by Detectron2's default_setup
+                # printed, so the table reaches stdout whatever logging the caller set up
                 print(f"Evaluation results for {name} (written to {path}):\n{format_results_table(results[name])}",
                       flush=True)
         if len(results) == 1:
