@@ -13,9 +13,12 @@ Nothing is cached across runs; datasets are written under a temporary folder.
 """
 import atexit
 import functools
+import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import List
@@ -104,3 +107,14 @@ def trained_phantom_model():
 
 def truth_boxes(dataset_dict):
     return ground_truth_of(dataset_dict)[0]
+
+
+def run_tool_on(phantom, tool, output, index_name, *args):
+    """Run ``tools/<tool>`` on the phantom model as a user would; returns its JSON index."""
+    env = dict(os.environ, USTUMOR_DATASETS=phantom.datasets_root, OMP_NUM_THREADS="1")  # 2 threads: ~5x slower here
+    command = [sys.executable, os.path.join(REPO_ROOT, "tools", tool), "--config-file", CONFIG,
+               "--weights", phantom.weights, "--output", output, *args, *SMALL_MODEL, "MODEL.DEVICE", "cpu"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    with open(os.path.join(output, index_name)) as f:
+        return json.load(f)

@@ -1,9 +1,6 @@
 """Grad-CAM for Detectron2's Faster R-CNN: mechanics, guards, the tool, and sanity checks on a trained model."""
 import dataclasses
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,8 +10,7 @@ from pytorch_grad_cam import HiResCAM
 from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 from scipy.stats import spearmanr
 
-from conftest import REPO_ROOT
-from phantom_model import SMALL_MODEL, trained_phantom_model, truth_boxes
+from phantom_model import run_tool_on, trained_phantom_model, truth_boxes
 from ustumor.data.mapper import UltrasoundDatasetMapper
 from ustumor.evaluation.penalized_iou import pairwise_iou
 from ustumor.interpretation.gradcam import (DEFAULT_METHOD, DetectionGradCAM, DetectionModelAdapter, box_area_share,
@@ -299,14 +295,7 @@ def test_model_randomisation_changes_the_map(phantom, lesion_images, randomised_
 
 
 def run_gradcam_tool(phantom, output, *args):
-    env = dict(os.environ, USTUMOR_DATASETS=phantom.datasets_root, OMP_NUM_THREADS="1")  # see one_thread
-    config = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml")
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "gradcam.py"), "--config-file", config,
-               "--weights", phantom.weights, "--output", output, *args, *SMALL_MODEL, "MODEL.DEVICE", "cpu"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    with open(os.path.join(output, "gradcam.json")) as f:
-        return json.load(f)
+    return run_tool_on(phantom, "gradcam.py", output, "gradcam.json", *args)
 
 
 def test_tool_explains_a_dataset(phantom, tmp_path):

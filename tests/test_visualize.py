@@ -1,15 +1,11 @@
 """Prediction-versus-truth images: outcome naming by the penalised-IoU matching, drawing, selection, the tool."""
-import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
-from phantom_model import SMALL_MODEL, trained_phantom_model, truth_boxes
+from phantom_model import run_tool_on, trained_phantom_model, truth_boxes
 from ustumor.visualization.drawing import FP_COLOR, TP_COLOR, TRUTH_COLOR, contact_sheet
 from ustumor.visualization.outcome_images import image_names, image_outcome, render_outcome, select_outcomes
 
@@ -98,14 +94,8 @@ def phantom():
 
 
 def run_tool(phantom, output, *args):
-    env = dict(os.environ, USTUMOR_DATASETS=phantom.datasets_root, OMP_NUM_THREADS="1")  # 2 threads: ~5x slower here
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "visualize_predictions.py"),
-               "--config-file", os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml"),
-               "--weights", phantom.weights, "--dataset", "phantom_test", "--output", output, *args, *SMALL_MODEL]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    with open(os.path.join(output, "outcomes.json")) as f:
-        return json.load(f)
+    return run_tool_on(phantom, "visualize_predictions.py", output, "outcomes.json",
+                       "--dataset", "phantom_test", *args)
 
 
 def test_tool_names_every_image_by_its_outcome(phantom, tmp_path):
