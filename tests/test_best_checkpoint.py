@@ -10,6 +10,7 @@ import torch
 from detectron2.engine import SimpleTrainer, hooks
 from torch import nn
 
+import ustumor.engine.hooks as hooks_module
 from ustumor.engine.checkpoint import AtomicCheckpointer
 from ustumor.engine.hooks import BestCheckpointer, InterruptCheckpointer, PeriodicCheckpointer
 
@@ -139,6 +140,30 @@ def test_a_best_saved_just_before_a_kill_survives_the_resume(tmp_path):
     assert best_json(tmp_path)["iteration"] == 5
     run(tmp_path, {1: 0.5, 3: 0.6, 5: 0.8, 7: 0.85}, resume=True)
     assert (best_json(tmp_path)["iteration"], best_json(tmp_path)["value"]) == (5, 0.9)
+
+
+def test_a_kill_between_model_best_and_its_summary_is_repaired_on_resume(tmp_path, monkeypatch):
+    # the final evaluation wins and model_best.pth is written, then the process dies before
+    # model_best.json: the resume (from model_final, whose state predates that best) re-runs
+    # the final evaluation, which only ties, so the summary must be repaired on resume
+    scores = {1: 0.5, 3: 0.6, 5: 0.4, 7: 0.9}
+    real_write = hooks_module.atomic_write
+
+    def dies_before_the_summary(path, *args, **kwargs):
+        if path.endswith("model_best.json") and torch.load(
+                tmp_path / "model_best.pth", weights_only=True)["best"]["iteration"] == 7:
+            raise Crash()
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(hooks_module, "atomic_write", dies_before_the_summary)
+    with pytest.raises(Crash):
+        run(tmp_path, scores)
+    monkeypatch.setattr(hooks_module, "atomic_write", real_write)
+    assert best_json(tmp_path)["iteration"] == 3  # stale, as the kill left it
+    run(tmp_path, scores, resume=True)
+    assert (best_json(tmp_path)["iteration"], best_json(tmp_path)["value"]) == (7, 0.9)
+    state = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert torch.equal(best_weights(tmp_path), state["model"]["weight"])
 
 
 def test_another_runs_best_is_not_taken_for_this_runs(tmp_path):

@@ -101,6 +101,9 @@ class BestCheckpointer(HookBase):
             self._adopt_saved_best()
         if self.best_value is not None:
             logger.info("Best %s so far: %.5f at iteration %d", self.metric, self.best_value, self.best_iter)
+            # a kill between writing model_best.pth and model_best.json leaves the summary stale
+            if comm.is_main_process() and os.path.isfile(self.checkpoint_path) and self._read_summary() != self._summary():
+                self._write_summary()
 
     def _adopt_saved_best(self):
         """A run killed after writing model_best but before its next checkpoint resumes with an
@@ -146,12 +149,26 @@ class BestCheckpointer(HookBase):
         self.best_value, self.best_iter = value, iteration
         self._save()
 
+    def _summary(self):
+        return {"metric": self.metric, "mode": self.mode, "value": self.best_value, "iteration": self.best_iter,
+                "checkpoint": os.path.basename(self.checkpoint_path)}
+
+    def _read_summary(self):
+        try:
+            with open(self.json_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _write_summary(self):
+        summary = self._summary()
+        atomic_write(self.json_path, lambda f: json.dump(summary, f, indent=1), mode="w")
+
     def _save(self):
         best = {"metric": self.metric, "mode": self.mode, "value": self.best_value, "iteration": self.best_iter}
         self._checkpointer.save(self.file_prefix, tag_last_checkpoint=False, include_checkpointables=False,
                                 iteration=self.best_iter, best=dict(best, run_id=self.run_id))
-        summary = dict(best, checkpoint=os.path.basename(self.checkpoint_path))
-        atomic_write(self.json_path, lambda f: json.dump(summary, f, indent=1), mode="w")
+        self._write_summary()
         logger.info("New best %s = %.5f at iteration %d: saved %s", self.metric, self.best_value, self.best_iter,
                     self.checkpoint_path)
 
