@@ -7,8 +7,8 @@ Both pipelines get the same leak-free ``busi_train``/``busi_test`` split, the sa
 side, batch 2, the same number of iterations and random initial weights (nothing can
 be downloaded here). They differ in what the project chose:
 
-- **ustumor**: ``configs/busi/faster_rcnn_R_50_FPN_1x.yaml`` trained from scratch
-  (BN, SGD with warm-up and steps, gradient clipping), scale jitter, horizontal flip,
+- **ustumor**: ``configs/busi/faster_rcnn_R_50_FPN_scratch_1x.yaml`` (BN, AdamW at 1e-4
+  with warm-up and steps, lesion anchors), scale jitter, horizontal flip,
   brightness/contrast jitter, every lesion's box, normals as negatives;
 - **seed-style** (re-implemented from the seed notebooks' description): torchvision
   ``fasterrcnn_resnet50_fpn``, min-max then ImageNet normalisation, no augmentation,
@@ -37,7 +37,7 @@ from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 from ustumor.evaluation.records import ground_truth_of, make_records  # noqa: E402
 from ustumor.evaluation.suite import evaluate_suite  # noqa: E402
 
-CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_1x.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_1x.yaml")
 REPORTED = {"AP50": "bbox_agnostic/AP50", "FROC CPM": "froc/cpm", "sens@1FP": "froc/sensitivity@1",
             "penalised IoU": "penalized_iou/piou"}
 
@@ -46,16 +46,13 @@ def ustumor_config(args, output_dir):
     size = args.size
     return build_config(CONFIG, [
         "OUTPUT_DIR", output_dir, "MODEL.DEVICE", args.device, "MODEL.WEIGHTS", "",
-        "MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", "0",
-        "MODEL.PIXEL_STD", "[57.375, 57.120, 58.395]",
         "INPUT.MIN_SIZE_TRAIN", f"({int(size * 0.85)}, {size}, {int(size * 1.15)})",
         "INPUT.MAX_SIZE_TRAIN", str(int(size * 1.15 * 5 / 3)),
         "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(int(size * 5 / 3)),
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.MAX_ITER", str(args.iterations),
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(args.iterations),
         "SOLVER.WARMUP_ITERS", str(min(100, args.iterations // 10)),
         "SOLVER.STEPS", f"({int(args.iterations * 0.75)}, {int(args.iterations * 0.9)})",
-        "SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm",
-        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "5.0", "SOLVER.CHECKPOINT_PERIOD", str(args.iterations),
+        "SOLVER.CHECKPOINT_PERIOD", str(args.iterations),
         "DATASETS.TRAIN", '("busi_train",)', "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0",
         "DATALOADER.NUM_WORKERS", str(args.workers), "SEED", str(args.seed),
     ])

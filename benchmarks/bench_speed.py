@@ -10,10 +10,14 @@ settings, applied to both:
 - ``pretrained``: the fine-tuning setting: FrozenBN, stem and res2 frozen;
 - ``scratch``: BN everywhere, all layers trainable.
 
-Both use 2000/1000 pre-NMS and 1000/1000 post-NMS proposals (train/test), 512 sampled
-RoIs per image, 100 detections, batch 2 for training and 1 for inference, random
-weights. Reported: median seconds per training iteration and per inferred image,
-and ``ratios`` = ustumor / torchvision (below 1: ustumor is faster).
+ustumor runs as ``configs/busi`` configures it (lesion anchors, 256 sampled RoIs per
+image, 300 test proposals, 2x2 RoIAlign sampling, channels-last); torchvision with
+``fasterrcnn_resnet50_fpn``'s defaults (2000 proposals per image in training, 1000 at
+test, 512 RoIs). ``--same-work`` instead gives ustumor torchvision's anchors, proposal
+counts and RoI sampling, so the two do the same arithmetic and only the implementations
+differ. Batch 2 for training and 1 for inference, random weights. Reported: median
+seconds per training iteration and per inferred image, and ``ratios`` = ustumor /
+torchvision (below 1: ustumor is faster).
 """
 import argparse
 import os
@@ -40,20 +44,26 @@ CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_1x.yam
 SETTINGS = {"pretrained": {"norm": "FrozenBN", "freeze_at": 2}, "scratch": {"norm": "BN", "freeze_at": 0}}
 
 
-def ustumor_config(setting, size):
+# torchvision's work, given to ustumor under --same-work
+TORCHVISION_WORK = [
+    "MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64], [128], [256], [512]]",
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]",
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "2000", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "2000",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", "1000", "MODEL.RPN.POST_NMS_TOPK_TEST", "1000",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "512", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "2",
+]
+
+
+def ustumor_config(setting, size, same_work=False):
     return build_config(CONFIG, [
         "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
         # random weights: unit-variance inputs and a small LR keep the timed steps finite
         "MODEL.PIXEL_STD", "[57.375, 57.120, 58.395]", "SOLVER.BASE_LR", "0.001",
         "MODEL.RESNETS.NORM", SETTINGS[setting]["norm"], "MODEL.BACKBONE.FREEZE_AT", str(SETTINGS[setting]["freeze_at"]),
-        # torchvision's anchors and RoI sampling, so both do the same work
-        "MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64], [128], [256], [512]]",
-        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "512",
         "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", "2000",
         "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", "2000",
         "INPUT.RANDOM_FLIP", "none", "INPUT.BRIGHTNESS_RANGE", "[1.0, 1.0]", "INPUT.CONTRAST_RANGE", "[1.0, 1.0]",
-    ])
+    ] + (TORCHVISION_WORK if same_work else []))
 
 
 def torchvision_model(setting, num_classes, size):
@@ -62,9 +72,9 @@ def torchvision_model(setting, num_classes, size):
         backbone = _resnet_fpn_extractor(backbone, trainable_layers=3)
     else:
         backbone = _resnet_fpn_extractor(torchvision.models.resnet50(weights=None), trainable_layers=5)
-    # min_size equal to the inputs' (already resized) short side: its resize keeps the size
-    return FasterRCNN(backbone, num_classes=num_classes + 1, rpn_pre_nms_top_n_train=2000, rpn_pre_nms_top_n_test=1000,
-                      rpn_post_nms_top_n_train=1000, rpn_post_nms_top_n_test=1000, min_size=size, max_size=2000,
+    # fasterrcnn_resnet50_fpn's defaults; min_size equal to the inputs' (already resized)
+    # short side, so its resize keeps the size
+    return FasterRCNN(backbone, num_classes=num_classes + 1, min_size=size, max_size=2000,
                       image_mean=[0.0] * 3, image_std=[1.0] * 3)
 
 
@@ -95,8 +105,9 @@ def to_torchvision(mapped, cfg):
     return image, target
 
 
-def benchmark(setting, size, records, repeats, warmup):
-    cfg = ustumor_config(setting, size)
+def build_candidates(setting, size, records, same_work=False):
+    """The four timed steps ({train, infer} x {ustumor, torchvision}) on shared inputs."""
+    cfg = ustumor_config(setting, size, same_work)
     torch.manual_seed(0)
     ours = UltrasoundTrainer.build_model(cfg)
     ours_optimizer = UltrasoundTrainer.build_optimizer(cfg, ours)
@@ -132,9 +143,15 @@ def benchmark(setting, size, records, repeats, warmup):
         with torch.no_grad():
             theirs(tv_test)
 
-    train = time_interleaved({"ustumor": ours_train, "torchvision": theirs_train}, repeats, warmup)
-    infer = time_interleaved({"ustumor": ours_infer, "torchvision": theirs_infer}, repeats * 2, warmup)
     shape = tuple(train_inputs[0]["image"].shape[1:])
+    return {"train": {"ustumor": ours_train, "torchvision": theirs_train},
+            "infer": {"ustumor": ours_infer, "torchvision": theirs_infer}}, shape
+
+
+def benchmark(setting, size, records, repeats, warmup, same_work):
+    candidates, shape = build_candidates(setting, size, records, same_work)
+    train = time_interleaved(candidates["train"], repeats, warmup)
+    infer = time_interleaved(candidates["infer"], repeats * 2, warmup)
     return {"train": train, "infer": infer, "input_hw": shape}
 
 
@@ -143,11 +160,17 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats (about 3 minutes on 2 cores)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--same-work", action="store_true",
+                        help="give ustumor torchvision's anchors, proposal counts and RoI sampling")
+    parser.add_argument("--repeats", type=int, help="timed repeats per candidate (default 6, --quick 2)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "speed.json"))
+    parser.add_argument("--output", help="default: benchmarks/results/speed[_same_work].json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats, warmup = (2, 1) if args.quick else (6, 2)
+    repeats = args.repeats or repeats
+    output = args.output or os.path.join(REPO_ROOT, "benchmarks", "results",
+                                         "speed_same_work.json" if args.same_work else "speed.json")
 
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +179,7 @@ def main():
         for setting in args.settings:
             for size in args.sizes:
                 with EventStorage(0):  # Detectron2's losses log into it
-                    result = benchmark(setting, size, records, repeats, warmup)
+                    result = benchmark(setting, size, records, repeats, warmup, args.same_work)
                 results[f"{setting}_{size}"] = result
                 for phase in ("train", "infer"):
                     ours, theirs = result[phase]["ustumor"], result[phase]["torchvision"]
@@ -167,8 +190,8 @@ def main():
                 print_table(["phase", "setting", "size", "input", "ustumor s", "torchvision s", "ratio"], rows[-2:])
     print()
     print_table(["phase", "setting", "size", "input", "ustumor s (min-max)", "torchvision s (min-max)", "ratio"], rows)
-    write_json(args.output, {"machine": machine_facts(), "quick": args.quick, "repeats": repeats,
-                             "results": results, "ratios": ratios})
+    write_json(output, {"machine": machine_facts(), "quick": args.quick, "repeats": repeats,
+                        "same_work": args.same_work, "results": results, "ratios": ratios})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from ..evaluation.penalized_iou import PenalizedIoUEvaluator, atomic_write_text,
 from ..evaluation.suite import MedicalEvaluationSuite, format_results_table
 from .checkpoint import AtomicCheckpointer, preserved_rng_state
 from .hooks import BestCheckpointer, ExactResumeState, InterruptCheckpointer, PeriodicCheckpointer, ValidationLoss
+from .optimizer import build_optimizer
 from .weights import check_weights_reachable
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,10 @@ class UltrasoundTrainer(DefaultTrainer):
         else:
             logger.warning("The checkpoint has no optimizer state (saved by an older version): "
                            "momentum restarts from zero")
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
