@@ -43,6 +43,9 @@ def add_ustumor_config(cfg):
     # A split JSON to reuse (e.g. a copy from an earlier run's OUTPUT_DIR/splits);
     # empty: compute it (cached under $USTUMOR_CACHE).
     cfg.DATASETS.SPLIT.FILE = ""
+    # More split JSONs to reuse, for runs over several datasets (e.g. BUSI + hospital):
+    # each file names its dataset, and at most one file per dataset.
+    cfg.DATASETS.SPLIT.FILES = []
 
     # ---- hospital data: CSV of cine frames (ustumor.data.hospital, datasets/README.md) ----
     # What to do with a bad CSV row (malformed or out-of-image box, missing frame, duplicate,

@@ -36,36 +36,54 @@ def register_builtin_datasets(cfg=None):
             ratios=tuple(cfg.DATASETS.SPLIT.RATIOS),
             hash_distance=cfg.DATASETS.SPLIT.HASH_DISTANCE,
             min_correlation=cfg.DATASETS.SPLIT.MIN_CORRELATION,
-            split_file=cfg.DATASETS.SPLIT.FILE,
         )
+    split_files = saved_split_files(cfg)
     root = datasets_root()
     registered = []
     for prefix, folder in BUILTIN_BUSI_LAYOUTS.items():
         path = os.path.join(root, folder)
         if os.path.isdir(path):
-            prefix_options = dict(options)
-            if options.get("split_file") and load_split(options["split_file"]).get("dataset") != prefix:
-                prefix_options["split_file"] = ""  # the file belongs to another dataset
-            register_busi_layout(prefix, path, **prefix_options)
+            register_busi_layout(prefix, path, **options, **_split_file_option(split_files, prefix))
             registered.append(prefix)
     hospital_sets = [(prefix, os.path.join(root, csv), None) for prefix, csv in BUILTIN_HOSPITAL_CSVS.items()
                      if os.path.isfile(os.path.join(root, csv))]
     hospital_sets += [tuple(entry) for entry in (cfg.DATASETS.HOSPITAL.REGISTER if cfg is not None else [])]
     for prefix, csv_file, image_root in hospital_sets:
-        register_hospital_dataset(prefix, csv_file, image_root or None, **_hospital_options(cfg, prefix))
+        register_hospital_dataset(prefix, csv_file, image_root or None, **_hospital_options(cfg),
+                                  **_split_file_option(split_files, prefix))
         registered.append(prefix)
+    unused = {path: dataset for path, dataset in split_files.items() if dataset not in registered}
+    if unused:
+        raise ValueError("DATASETS.SPLIT.FILE/FILES: " + "; ".join(
+            f"{path} holds a split of {dataset!r}, which is not registered here" for path, dataset in unused.items()))
     if cfg is not None:
         registered += register_coco_datasets(cfg.DATASETS.COCO)
     return registered
 
 
-def _hospital_options(cfg, prefix):
+def saved_split_files(cfg):
+    """``{path: dataset}`` for the split JSONs a config asks to reuse (``DATASETS.SPLIT.FILE``
+    and ``FILES``); each file names the dataset it splits, and one file per dataset."""
+    if cfg is None:
+        return {}
+    paths = [cfg.DATASETS.SPLIT.FILE] if cfg.DATASETS.SPLIT.FILE else []
+    paths += [p for p in cfg.DATASETS.SPLIT.FILES if p not in paths]
+    owners = {path: load_split(path).get("dataset") for path in paths}
+    for dataset in set(owners.values()):
+        same = [path for path, owner in owners.items() if owner == dataset]
+        if len(same) > 1:
+            raise ValueError(f"DATASETS.SPLIT.FILE/FILES: {same} all split {dataset!r}; give one")
+    return owners
+
+
+def _split_file_option(split_files, prefix):
+    return {"split_file": next((path for path, dataset in split_files.items() if dataset == prefix), "")}
+
+
+def _hospital_options(cfg):
     if cfg is None:
         return {}
     hospital = cfg.DATASETS.HOSPITAL
-    split_file = cfg.DATASETS.SPLIT.FILE
-    if split_file and load_split(split_file).get("dataset") != prefix:
-        split_file = ""  # the file belongs to another dataset
     return dict(
         class_mode=hospital.CLASS_MODE,
         on_bad_row=cfg.DATASETS.ON_BAD_ROW,
@@ -75,7 +93,6 @@ def _hospital_options(cfg, prefix):
         seed=cfg.DATASETS.SPLIT.SEED,
         ratios=tuple(hospital.SPLIT_RATIOS),
         stratify_by=tuple(hospital.STRATIFY_BY),
-        split_file=split_file,
     )
 
 
