@@ -13,7 +13,7 @@ from ustumor.evaluation.average_precision import CocoMatches
 from ustumor.evaluation.bootstrap import bootstrap
 from ustumor.evaluation.froc import froc
 from ustumor.evaluation.records import ImageRecord
-from ustumor.evaluation.roc import roc_auc
+from ustumor.evaluation.roc import roc_auc, roc_curve
 from ustumor.evaluation.suite import evaluate_suite, format_results_table
 
 NONE = np.zeros((0, 4))
@@ -115,6 +115,43 @@ def test_roc_auc_counts_ties_as_half():
     labels, scores = rng.integers(0, 2, 50).astype(bool), rng.integers(0, 5, 50) / 4
     pairs = [(p > n) + 0.5 * (p == n) for p in scores[labels] for n in scores[~labels]]
     assert roc_auc(labels, scores) == pytest.approx(np.mean(pairs))
+
+
+def test_roc_curve_runs_from_corner_to_corner_and_its_area_is_the_auc():
+    rng = np.random.default_rng(1)
+    labels, scores = rng.integers(0, 2, 40).astype(bool), rng.integers(0, 6, 40) / 5  # many ties
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1) and thresholds[0] == np.inf
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0) and np.all(np.diff(thresholds) < 0)
+    assert len(thresholds) == len(np.unique(scores)) + 1
+    for fp_rate, tp_rate, threshold in zip(fpr[1:], tpr[1:], thresholds[1:]):
+        assert tp_rate == (scores[labels] >= threshold).mean() and fp_rate == (scores[~labels] >= threshold).mean()
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(labels, scores))
+    assert all(len(a) == 0 for a in roc_curve([True, True], [0.1, 0.2]))
+
+
+def test_suite_image_roc_and_pr_curve():
+    records = random_records(np.random.default_rng(5), num_images=30, num_classes=1)
+    results = evaluate_suite(records, num_bootstrap=20)
+    # image level: an image scores its best detection; images with lesions are positive
+    image_scores = [max(r.pred_scores, default=0.0) for r in records]
+    positive = [len(r.gt_boxes) > 0 for r in records]
+    pairs = [(p > n) + 0.5 * (p == n) for p, is_p in zip(image_scores, positive) if is_p
+             for n, is_n in zip(image_scores, positive) if not is_n]
+    roc = results["image_roc"]
+    assert roc["auc"] == pytest.approx(np.mean(pairs))
+    assert (roc["num_positive"], roc["num_negative"]) == (sum(positive), len(records) - sum(positive))
+    assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(roc["auc"])
+    assert "image_roc/auc" in results["confidence_intervals"]
+    # lesion level: COCO's 101-point interpolation of the raw curve is AP50
+    curve = results["pr_curve"]
+    recall, precision = np.array(curve["recall"]), np.array(curve["precision"])
+    assert curve["iou_thresh"] == pytest.approx(0.5) and curve["num_lesions"] == sum(len(r.gt_boxes) for r in records)
+    assert np.all(np.diff(recall) >= 0) and np.all(np.diff(curve["score_thresh"]) <= 0)
+    assert len(recall) <= 2 * curve["num_lesions"] + 1 < sum(len(r.pred_scores) for r in records)
+    interpolated = [precision[recall >= r].max(initial=0.0) for r in np.linspace(0, 1, 101)]
+    assert 100 * np.mean(interpolated) == pytest.approx(results["bbox_agnostic"]["AP50"], abs=1e-9)
+    assert json.loads(json.dumps(results))["pr_curve"] == curve
 
 
 def test_bootstrap_resamples_whole_clusters_reproducibly():

@@ -183,11 +183,17 @@ def test_froc_and_pr_curves_match_the_hand_count(hand_results):
     np.testing.assert_allclose(froc.get_ydata(), [0, 0.5, 0.5, 0.5])
     assert axis.collections, "the bootstrap CI band is missing"
 
+    # IoU 0.5: A's 0.9 finds its lesion, B's 0.8 and C's 0.7 are FPs; the curve's corners
     recall, precision = eval_plots.pr_from_froc(hand_results)
+    np.testing.assert_allclose(recall, [0.5, 0.5])
+    np.testing.assert_allclose(precision, [1, 1 / 3])
+    axis = eval_plots.make_figure("pr", hand_results).axes[0]
+    np.testing.assert_allclose(axis.get_lines()[0].get_ydata(), [1, 1 / 3])
+    # results without a pr_curve section: every FROC operating point
+    older = {k: v for k, v in hand_results.items() if k != "pr_curve"}
+    recall, precision = eval_plots.pr_from_froc(older)
     np.testing.assert_allclose(recall, [0.5, 0.5, 0.5])
     np.testing.assert_allclose(precision, [1, 1 / 2, 1 / 3])
-    axis = eval_plots.make_figure("pr", hand_results).axes[0]
-    np.testing.assert_allclose(axis.get_lines()[0].get_ydata(), [1, 1 / 2, 1 / 3])
 
 
 def test_sweep_figures_match_the_hand_count(hand_results):
@@ -214,7 +220,13 @@ def test_sweep_figures_match_the_hand_count(hand_results):
 
 
 def test_roc_and_confusion_matrix_match_the_hand_count(hand_results):
+    # image scores: A 0.9 and B 0.8 have lesions, C 0.7 and D 0 (no detection) do not
     fpr, tpr, source = eval_plots.roc_from_sweep(hand_results)
+    assert source == "image_roc"
+    assert list(zip(fpr, tpr)) == [(0, 0), (0, 0.5), (0, 1), (0.5, 1), (1, 1)]
+    assert hand_results["image_roc"]["auc"] == 1.0
+    # results without an image_roc section: through the sweep's cut-offs
+    fpr, tpr, source = eval_plots.roc_from_sweep({k: v for k, v in hand_results.items() if k != "image_roc"})
     assert source == "sweep"
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
     assert np.all(np.diff(fpr) >= 0)

@@ -85,7 +85,7 @@ class CocoMatches:
 
     def _pooled(self, category):
         """All of a category's detections, sorted once as COCOeval.accumulate sorts them for
-        the full set: (image of each, TP (T, D), FP (T, D), lesions per image)."""
+        the full set: (image of each, score of each, TP (T, D), FP (T, D), lesions per image)."""
         if category not in self._pooled_cache:
             images, scores, true_positives, false_positives = [], [], [], []
             lesions = np.zeros(self.num_images, dtype=np.int64)
@@ -104,11 +104,31 @@ class CocoMatches:
             order = np.argsort(-scores, kind="mergesort")
             self._pooled_cache[category] = (
                 np.concatenate(images)[order] if images else np.zeros(0, np.int64),
+                scores[order],
                 np.concatenate(true_positives, axis=1)[:, order] if images else empty,
                 np.concatenate(false_positives, axis=1)[:, order] if images else empty,
                 lesions,
             )
         return self._pooled_cache[category]
+
+    def pr_curve(self, iou_threshold=0.5, category=0):
+        """The raw precision-recall curve behind AP at ``iou_threshold`` (one of COCO's),
+        pooled as COCOeval.accumulate pools it, before interpolation. Between two detections
+        that find a lesion recall stays put while precision falls, so only the corners are
+        kept: each finding detection and the last detection before the next one (at most
+        two points per lesion, plus the end). ``{"recall", "precision", "score_thresh",
+        "iou_thresh", "num_lesions"}``."""
+        _, scores, true_positives, false_positives, lesions = self._pooled(category)
+        t = int(np.argmin(np.abs(self.iou_thresholds - iou_threshold)))
+        counted = true_positives[t] | false_positives[t]
+        hits = true_positives[t][counted]
+        tp_sum, fp_sum = np.cumsum(hits), np.cumsum(false_positives[t][counted])
+        corners = hits | np.r_[hits[1:], True]
+        num_lesions = int(lesions.sum())
+        return {"recall": (tp_sum[corners] / max(num_lesions, 1)).tolist(),
+                "precision": (tp_sum[corners] / (tp_sum[corners] + fp_sum[corners])).tolist(),
+                "score_thresh": scores[counted][corners].tolist(),
+                "iou_thresh": float(self.iou_thresholds[t]), "num_lesions": num_lesions}
 
     def precision(self, category, counts):
         """(T, R) interpolated precision as COCOeval.accumulate, or None without lesions.
@@ -116,7 +136,7 @@ class CocoMatches:
         ``counts[i]``: how often image ``i`` is in the sample (a bootstrap resample repeats
         images); a repeated image's detections count that many times, in place.
         """
-        images, true_positives, false_positives, lesions = self._pooled(category)
+        images, _, true_positives, false_positives, lesions = self._pooled(category)
         num_lesions = int(counts @ lesions)
         if not num_lesions:
             return None

@@ -1,4 +1,4 @@
-"""ROC AUC without scikit-learn: the Mann-Whitney statistic, ties counted half."""
+"""ROC curve and AUC without scikit-learn (AUC: the Mann-Whitney statistic, ties counted half)."""
 import numpy as np
 
 
@@ -27,3 +27,21 @@ def roc_auc(labels, scores):
         return float("nan")
     ranks = _midranks(scores)
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def roc_curve(labels, scores):
+    """``(fpr, tpr, thresholds)``: one point per distinct score, from the highest down, for
+    "positive when score >= threshold", after a first point (0, 0) at threshold +inf. Its
+    trapezoid area equals :func:`roc_auc`. Empty arrays when either class is absent."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if not positives or not negatives:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    order = np.argsort(-scores, kind="mergesort")
+    scores, labels = scores[order], labels[order]
+    last_of_each_score = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    true_positives = np.cumsum(labels)[last_of_each_score]
+    false_positives = np.cumsum(~labels)[last_of_each_score]
+    return (np.r_[0.0, false_positives / negatives], np.r_[0.0, true_positives / positives],
+            np.r_[np.inf, scores[last_of_each_score]])

@@ -14,6 +14,10 @@ Definitions (TP/FP/FN/TN at the operating point are those of
   otherwise "fn"; one without lesions is "tn" if all its frames are, otherwise "fp";
 - sensitivity = tp / (tp + fn), specificity = tn / (tn + fp) at each level;
 - FROC: :mod:`ustumor.evaluation.froc` (all detections, hit at IoU >= TEST.FROC.IOU_THRESH);
+- image-level ROC ("is there a lesion?"): an image scores its highest detection score (0
+  without a detection), the images with lesions are the positives;
+- lesion-level precision-recall: the raw curve behind class-agnostic AP50 (COCO matching at
+  IoU 0.5), its corners only (``CocoMatches.pr_curve``);
 - malignancy AUC (two-class mode only): over images with lesions, malignant ones (any
   malignant box) against benign ones, scored by their highest "malignant" detection
   score (0 without one);
@@ -36,6 +40,10 @@ json does; AP values in percent, every other rate in [0, 1])::
                          "num_positive", "num_negative"}
       "patient_level":  same keys as image_level          # only if images have patient_id
       "clip_level":     same keys as image_level          # only if images have clip_id
+      "image_roc":      {"auc", "num_positive", "num_negative", "fpr": [...], "tpr": [...],
+                         "score_thresh": [...]}            # first point (0, 0) at +inf
+      "pr_curve":       {"recall": [...], "precision": [...], "score_thresh": [...],
+                         "iou_thresh", "num_lesions"}
       "malignancy":     {"auc", "num_malignant", "num_benign"}   # only in two-class mode
       "penalized_iou":  {"piou", "tp", "fp", "fn", "tn", "iou_sum", "mean_iou_tp",
                          "precision", "sensitivity", "image_sensitivity", "specificity",
@@ -70,7 +78,7 @@ from .froc import DEFAULT_FPS_PER_IMAGE, PooledHits, image_hits
 from .penalized_iou import (SWEEP_THRESHOLDS, atomic_write_text, json_safe, match_image, save_sweep,
                             summarize_matches, sweep, sweep_as_dict)
 from .records import DetectionCollector
-from .roc import roc_auc
+from .roc import roc_auc, roc_curve
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +93,7 @@ HEADLINE = {
     "image_level": ("sensitivity", "specificity"),
     "patient_level": ("sensitivity", "specificity"),
     "clip_level": ("sensitivity", "specificity"),
+    "image_roc": ("auc",),
     "malignancy": ("auc",),
     "penalized_iou": ("piou",),
 }
@@ -120,6 +129,7 @@ class SuiteAnalysis:
         self.matches = [match_image(r.pred_boxes, r.pred_scores, r.gt_boxes, score_thresh, iou_thresh, top_k)
                         for r in records]
         self.lesions = np.array([len(r.gt_boxes) for r in records], dtype=np.int64)
+        self.image_score = np.array([float(np.max(r.pred_scores, initial=0.0)) for r in records])
         self.hits = PooledHits([image_hits(r.pred_boxes, r.pred_scores, r.gt_boxes, froc_iou_thresh)
                                 for r in records], self.lesions)
         self.coco_agnostic = CocoMatches(records, class_agnostic=True)
@@ -157,6 +167,9 @@ class SuiteAnalysis:
             for i, draw in zip(indices, draws):
                 groups.setdefault((int(draw), records[i].unit(key)), []).append(self.matches[i].outcome)
             result[level] = _level_summary([_group_outcome(g) for g in groups.values()])
+        has_lesion = self.lesions[indices] > 0
+        result["image_roc"] = {"auc": roc_auc(has_lesion, self.image_score[indices]),
+                               "num_positive": int(has_lesion.sum()), "num_negative": int((~has_lesion).sum())}
         if self.malignant is not None:
             with_lesion = [i for i in indices if self.lesions[i]]
             labels = self.is_malignant[with_lesion]
@@ -187,6 +200,9 @@ def evaluate_suite(records, class_names=("lesion",), score_thresh=0.45, iou_thre
     results["penalized_iou"].update(score_thresh=float(score_thresh), iou_thresh=float(iou_thresh),
                                     top_k=int(top_k or 0))
     _, results["froc_curve"] = analysis.hits.froc(fps_per_image, with_curve=True)
+    fpr, tpr, thresholds = roc_curve(analysis.lesions > 0, analysis.image_score)
+    results["image_roc"].update(fpr=fpr.tolist(), tpr=tpr.tolist(), score_thresh=thresholds.tolist())
+    results["pr_curve"] = analysis.coco_agnostic.pr_curve(0.5)
     predictions = [(r.pred_boxes, r.pred_scores) for r in records]
     rows = sweep(predictions, [r.gt_boxes for r in records], iou_thresh, top_k, SWEEP_THRESHOLDS)
     results["penalized_iou_sweep"] = sweep_as_dict(rows)
@@ -272,6 +288,7 @@ TABLE = (
     ("image_level", ("sensitivity", "specificity")),
     ("patient_level", ("sensitivity", "specificity")),
     ("clip_level", ("sensitivity", "specificity")),
+    ("image_roc", ("auc",)),
     ("malignancy", ("auc",)),
     ("penalized_iou", ("piou",)),
 )

@@ -2,17 +2,17 @@
 
 - ``froc``: lesion sensitivity against false positives per image, with the bootstrap
   confidence band at the FROC's reading points and the CPM;
-- ``pr``: lesion-level precision against recall. The suite's results carry no separate PR
-  curve, so it is read off the FROC curve, which lists every operating point of all
-  detections: ``TP = sensitivity * lesions`` and ``FP = FPs per image * images``; a hit
-  is therefore the FROC's (IoU >= ``froc.iou_thresh``). A ``pr_curve`` section
-  (``{"recall": [...], "precision": [...]}``), if present, is used instead;
+- ``pr``: lesion-level precision against recall, from the results' ``pr_curve`` (COCO
+  matching at IoU 0.5, the curve behind AP50). Results written before that section
+  existed are read off the FROC curve instead, which lists every operating point of all
+  detections: ``TP = sensitivity * lesions`` and ``FP = FPs per image * images``, a hit
+  being the FROC's (IoU >= ``froc.iou_thresh``);
 - ``sweep_rates``, ``sweep_counts``, ``sweep_piou``: the penalised-IoU score-threshold
   sweep (accuracy, precision and recall; TP/FP/FN/TN; penalised IoU), with the
   operating point marked;
-- ``roc``: image-level ROC. From an ``image_roc`` section (``{"fpr", "tpr"}``) when the
-  results have one, otherwise from the sweep's image-level sensitivity and specificity
-  at its 20 cut-offs (a coarse curve; its AUC is the trapezoid through those points);
+- ``roc``: image-level ROC from the results' ``image_roc`` section; for results written
+  before it existed, from the sweep's image-level sensitivity and specificity at its 20
+  cut-offs (a coarse curve; its AUC is the trapezoid through those points);
 - ``confusion``: image-level confusion matrix at the operating point (and patient- and
   clip-level ones when the results have them).
 """
@@ -129,8 +129,9 @@ def plot_froc(axis, results):
 def plot_pr(axis, results):
     recall, precision = pr_from_froc(results)
     froc = results.get("froc") or {}
-    source = ""
-    if "pr_curve" not in results:
+    if "pr_curve" in results:
+        source = f" (hit: IoU \u2265 {_float(results['pr_curve'].get('iou_thresh')):g})"
+    else:
         source = f" (from the FROC curve, hit: IoU \u2265 {_float(froc.get('iou_thresh')):g})"
     axis.plot(recall, precision, "-", color="C0", label="all detections" + source)
     piou = results.get("penalized_iou") or {}
