@@ -238,3 +238,18 @@ def test_suite_without_patients_resamples_images():
     results = evaluate_suite(records, num_bootstrap=20)
     assert "patient_level" not in results and "clip_level" not in results and "malignancy" not in results
     assert results["settings"]["bootstrap"]["num_clusters"] == 6
+
+
+def test_bootstrap_units_are_patients_else_split_groups_else_images():
+    records = hospital_records()
+    for k, r in enumerate(records):  # BUSI-like: near-duplicate groups from the split, no patients
+        r.meta = {"group_id": k % 2}
+    records[0].meta = {"patient_id": "P9", "group_id": 0}  # a patient outranks its group
+    records[1].meta = {}  # neither: the image alone
+    units = [r.unit("patient_id,group_id") for r in records]
+    assert units[0] == "patient_id:P9" and units[1] == f"image:{records[1].image_id}"
+    expected_clusters = len(set(units))
+    assert expected_clusters < len(records)
+    results = evaluate_suite(records, num_bootstrap=20)
+    assert results["settings"]["bootstrap"]["num_clusters"] == expected_clusters
+    assert evaluate_suite(records, num_bootstrap=20, cluster_by="")["settings"]["bootstrap"]["num_clusters"] == 6

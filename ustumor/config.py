@@ -101,13 +101,15 @@ def add_ustumor_config(cfg):
     cfg.TEST.FROC.IOU_THRESH = 0.1
     cfg.TEST.FROC.FPS_PER_IMAGE = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
     # Percentile bootstrap confidence intervals of the --eval-only suite: NUM_SAMPLES seeded
-    # resamples (0 disables) of the dataset-dict field CLUSTER_BY (whole patients); images
-    # without that field are resampled on their own.
+    # resamples (0 disables) of whole units, the first of the comma-separated dataset-dict
+    # fields CLUSTER_BY that an image has: its patient (hospital data), else its split group
+    # (BUSI's near-duplicate group), else the image alone. These are the units the split
+    # keeps whole, so correlated images never narrow an interval.
     cfg.TEST.BOOTSTRAP = CN()
     cfg.TEST.BOOTSTRAP.NUM_SAMPLES = 1000
     cfg.TEST.BOOTSTRAP.SEED = 0
     cfg.TEST.BOOTSTRAP.CONFIDENCE = 0.95
-    cfg.TEST.BOOTSTRAP.CLUSTER_BY = "patient_id"
+    cfg.TEST.BOOTSTRAP.CLUSTER_BY = "patient_id,group_id"
     # Keep only the newest N periodic checkpoints model_<iter>.pth (0 keeps all); model_final
     # and model_best are never removed.
     cfg.SOLVER.CHECKPOINT_KEEP_LAST = 3

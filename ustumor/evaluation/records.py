@@ -36,10 +36,14 @@ class ImageRecord:
     def has_lesion(self):
         return len(self.gt_boxes) > 0
 
-    def unit(self, key):
-        """This image's value of ``meta[key]`` (e.g. its patient), or the image itself."""
-        value = self.meta.get(key) if key else None
-        return f"image:{self.image_id}" if value in (None, "") else f"{key}:{value}"
+    def unit(self, keys):
+        """The first of ``keys`` (comma-separated ``meta`` fields, e.g. ``"patient_id,group_id"``)
+        that this image has, as ``"<key>:<value>"``; else the image itself."""
+        for key in (keys or "").split(","):
+            value = self.meta.get(key.strip())
+            if value not in (None, ""):
+                return f"{key.strip()}:{value}"
+        return f"image:{self.image_id}"
 
 
 def ground_truth_of(dataset_dict):

@@ -21,8 +21,9 @@ Definitions (TP/FP/FN/TN at the operating point are those of
 - malignancy AUC (two-class mode only): over images with lesions, malignant ones (any
   malignant box) against benign ones, scored by their highest "malignant" detection
   score (0 without one);
-- confidence intervals: :mod:`ustumor.evaluation.bootstrap`, resampling the dataset-dict
-  field ``TEST.BOOTSTRAP.CLUSTER_BY`` (patients), images without it on their own.
+- confidence intervals: :mod:`ustumor.evaluation.bootstrap`, resampling whole units: the
+  first dataset-dict field of ``TEST.BOOTSTRAP.CLUSTER_BY`` an image has (its patient, else
+  its near-duplicate group), images with neither on their own.
 
 Results JSON schema (``results.json``; undefined values are NaN, written ``NaN`` as Python's
 json does; AP values in percent, every other rate in [0, 1])::
@@ -122,7 +123,7 @@ class SuiteAnalysis:
     :meth:`metrics` can be re-run on bootstrap resamples cheaply."""
 
     def __init__(self, records, class_names=("lesion",), score_thresh=0.45, iou_thresh=0.25, top_k=1,
-                 froc_iou_thresh=0.1, fps_per_image=DEFAULT_FPS_PER_IMAGE, cluster_by="patient_id"):
+                 froc_iou_thresh=0.1, fps_per_image=DEFAULT_FPS_PER_IMAGE, cluster_by="patient_id,group_id"):
         self.records = records
         self.class_names = list(class_names)
         self.fps_per_image = tuple(fps_per_image)
@@ -191,7 +192,8 @@ class SuiteAnalysis:
 
 def evaluate_suite(records, class_names=("lesion",), score_thresh=0.45, iou_thresh=0.25, top_k=1,
                    froc_iou_thresh=0.1, fps_per_image=DEFAULT_FPS_PER_IMAGE, num_bootstrap=1000,
-                   bootstrap_seed=0, confidence=0.95, cluster_by="patient_id", output_dir=None, dataset_name=""):
+                   bootstrap_seed=0, confidence=0.95, cluster_by="patient_id,group_id", output_dir=None,
+                   dataset_name=""):
     """The suite's results (module docstring) for a list of ImageRecord."""
     analysis = SuiteAnalysis(records, class_names, score_thresh, iou_thresh, top_k, froc_iou_thresh,
                              fps_per_image, cluster_by)
