@@ -72,7 +72,7 @@ def test_same_features_rpn_losses_and_gradients(random_models):
             loss_dict = model(inputs)
         rpn = {k: v for k, v in loss_dict.items() if k.startswith("loss_rpn")}
         sum(rpn.values()).backward()
-        losses.append({k: float(v) for k, v in rpn.items()})
+        losses.append({k: v.item() for k, v in rpn.items()})
         gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     for level, feature in features[0].items():
         assert torch.allclose(features[1][level], feature, rtol=1e-3, atol=1e-3 * feature.abs().max().item()), level
