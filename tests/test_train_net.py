@@ -58,6 +58,15 @@ def test_train_resume_and_eval_only(phantom_env, tmp_path):
     assert set(results["bbox"]) >= {"AP", "AP50", "AP75"}  # NaN when a 6-iteration model detects nothing
 
 
+def test_training_without_a_test_set_has_no_model_best_and_no_warning(phantom_env, tmp_path):
+    out = str(tmp_path / "run")
+    code, log = train_net(phantom_env, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", *SMALL)
+    assert code == 0, log[-3000:]
+    assert os.path.exists(os.path.join(out, "model_final.pth"))
+    assert not [name for name in os.listdir(out) if name.startswith("model_best")]
+    assert "was not computed" not in log
+
+
 def test_unreachable_model_zoo_weights_give_a_clear_error(phantom_env, tmp_path):
     url = "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/model_final_280758.pkl"
     env = dict(phantom_env, https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")  # force offline

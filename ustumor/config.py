@@ -88,7 +88,7 @@ def add_ustumor_config(cfg):
     # DATASETS.TEST, "<dataset>/<task>/<name>") ...
     cfg.TEST.BEST_CHECKPOINT = CN()
     cfg.TEST.BEST_CHECKPOINT.METRIC = "penalized_iou/piou"
-    # ... and keep its "max" or "min"; "" in METRIC disables model_best.
+    # ... and keep its "max" or "min"; "" in METRIC, or no DATASETS.TEST, disables model_best.
     cfg.TEST.BEST_CHECKPOINT.MODE = "max"
     # Log the training losses on a held-out set to metrics.json ("validation/*") every
     # TEST.EVAL_PERIOD (and at the end); DATASET "" uses DATASETS.TEST[0].

@@ -121,7 +121,7 @@ class UltrasoundTrainer(DefaultTrainer):
         # Evaluation and model_best come before the periodic checkpoint of the same iteration,
         # so that checkpoint's trainer state already holds the best value.
         ret.append(d2_hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self.evaluate_during_training))
-        if main and cfg.TEST.BEST_CHECKPOINT.METRIC and cfg.DATASETS.TEST:  # nothing to select by without
+        if main and cfg.TEST.BEST_CHECKPOINT.METRIC and cfg.DATASETS.TEST:  # no test set: no metric to select by
             ret.append(BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, cfg.TEST.BEST_CHECKPOINT.METRIC,
                                         cfg.TEST.BEST_CHECKPOINT.MODE))
         if main:
