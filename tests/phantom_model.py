@@ -34,7 +34,6 @@ from detectron2.utils.events import EventStorage
 
 from conftest import REPO_ROOT
 from ustumor.data.busi import load_busi_dicts
-from ustumor.data.image_io import read_grey
 from ustumor.data.mapper import UltrasoundDatasetMapper
 from ustumor.data.splits import apply_split, make_image_split
 from ustumor.data.synthetic import write_phantom_dataset
@@ -94,25 +93,32 @@ def train_briefly(cfg, dataset, iterations=ITERATIONS, lr=LEARNING_RATE, seed=0)
 def trained_phantom_model():
     root = tempfile.mkdtemp(prefix="ustumor_phantom_model_")
     atexit.register(shutil.rmtree, root, True)  # shared by test modules: removed when pytest exits
-    phantom = os.path.join(root, "phantom")
-    write_phantom_dataset(phantom, num_images=NUM_IMAGES, seed=0, image_size=(128, 160))
     cfg = build_config(CONFIG, SMALL_MODEL)
-    dicts = load_busi_dicts(phantom)
-    split = make_image_split("phantom", dicts, cfg.DATASETS.SPLIT.SEED, tuple(cfg.DATASETS.SPLIT.RATIOS),
-                             cfg.DATASETS.SPLIT.HASH_DISTANCE, cfg.DATASETS.SPLIT.MIN_CORRELATION, read_grey)
-    model = train_briefly(cfg, apply_split(dicts, split, "train"))
+    splits = write_split_phantom(os.path.join(root, "phantom"), cfg)
+    model = train_briefly(cfg, splits["train"])
     DetectionCheckpointer(model, save_dir=root).save("model_phantom")
-    held_out = apply_split(dicts, split, "val") + apply_split(dicts, split, "test")
+    held_out = splits["val"] + splits["test"]
     return PhantomModel(root, cfg, model, os.path.join(root, "model_phantom.pth"), held_out)
+
+
+def write_split_phantom(folder, cfg):
+    """Write the fixture's phantom set to ``folder``; its dicts split as ``cfg`` says, by split name."""
+    write_phantom_dataset(folder, num_images=NUM_IMAGES, seed=0, image_size=(128, 160))
+    dicts = load_busi_dicts(folder)
+    split = make_image_split("phantom", dicts, cfg.DATASETS.SPLIT.SEED, tuple(cfg.DATASETS.SPLIT.RATIOS),
+                             cfg.DATASETS.SPLIT.HASH_DISTANCE, cfg.DATASETS.SPLIT.MIN_CORRELATION)
+    return {name: apply_split(dicts, split, name) for name in ("train", "val", "test")}
 
 
 def truth_boxes(dataset_dict):
     return ground_truth_of(dataset_dict)[0]
 
 
-def run_tool_on(phantom, tool, output, index_name, *args):
-    """Run ``tools/<tool>`` on the phantom model as a user would; returns its JSON index."""
-    env = dict(os.environ, USTUMOR_DATASETS=phantom.datasets_root, OMP_NUM_THREADS="1")  # 2 threads: ~5x slower here
+def run_tool_on(phantom, tool, output, index_name, *args, datasets_root=None):
+    """Run ``tools/<tool>`` on the phantom model as a user would; returns its JSON index.
+    ``datasets_root``: the ``$USTUMOR_DATASETS`` to run on (default: the phantom's)."""
+    env = dict(os.environ, USTUMOR_DATASETS=datasets_root or phantom.datasets_root,
+               OMP_NUM_THREADS="1")  # 2 threads: ~5x slower here
     command = [sys.executable, os.path.join(REPO_ROOT, "tools", tool), "--config-file", CONFIG,
                "--weights", phantom.weights, "--output", output, *args, *SMALL_MODEL, "MODEL.DEVICE", "cpu"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)

@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 
 import cv2
@@ -41,10 +42,10 @@ def test_rgb_and_rgba_masks_load(tiny_busi):
 
 def test_normals_are_kept_empty(tiny_busi):
     dicts = load_busi_dicts(str(tiny_busi))
-    normals = [d for d in dicts if d["busi_class"] == "normal"]
+    normals = [d for d in dicts if d["diagnosis"] == "normal"]
     assert len(normals) == 2 and all(d["annotations"] == [] for d in normals)
     for d in dicts:
-        assert {"file_name", "height", "width", "image_id", "annotations", "busi_class"} <= set(d)
+        assert {"file_name", "height", "width", "image_id", "annotations", "diagnosis"} <= set(d)
         assert (d["height"], d["width"]) == (60, 60 + 20)
 
 
@@ -54,7 +55,7 @@ def test_class_modes(tiny_busi, mode, expected):
     ids = {a["category_id"] for d in dicts for a in d["annotations"]}
     assert ids == expected
     if mode == "benign_malignant":
-        malignant = [a["category_id"] for d in dicts if d["busi_class"] == "malignant" for a in d["annotations"]]
+        malignant = [a["category_id"] for d in dicts if d["diagnosis"] == "malignant" for a in d["annotations"]]
         assert set(malignant) == {1}
 
 
@@ -122,9 +123,9 @@ def test_registration_names_and_splits(tiny_busi):
 def test_real_busi_counts():
     root = shared_busi_or_skip()
     dicts = load_busi_dicts(root, min_area=20)
-    counts = {c: sum(d["busi_class"] == c for d in dicts) for c in ("benign", "malignant", "normal")}
+    counts = {c: sum(d["diagnosis"] == c for d in dicts) for c in ("benign", "malignant", "normal")}
     assert counts == {"benign": 437, "malignant": 210, "normal": 133}
-    assert all(d["annotations"] for d in dicts if d["busi_class"] != "normal")
+    assert all(d["annotations"] for d in dicts if d["diagnosis"] != "normal")
     # the speck filter removes the tiny components, and only them
     with_specks = load_busi_dicts(root, min_area=0)
     n_all = sum(len(d["annotations"]) for d in with_specks)
@@ -139,3 +140,49 @@ def test_jpeg_images_are_read_with_png_masks(tiny_busi):
     dicts = by_id(load_busi_dicts(str(tiny_busi)))
     assert "benign/benign (2).jpg" in dicts
     assert dicts["benign/benign (2).jpg"]["annotations"][0]["bbox"] == [5.0, 5.0, 25.0, 20.0]
+
+
+def _write_mask(root, name, mask):
+    path = os.path.join(root, name)
+    cv2.imwrite(path, mask)
+    return path
+
+
+@pytest.mark.parametrize("speck,message", [(False, "no lesion: the mask is empty"), (True, "only specks")])
+def test_labelled_image_without_a_lesion_is_bad_input_not_a_negative(tiny_busi, speck, message, caplog):
+    """A benign/malignant image whose masks hold no component of MIN_AREA pixels must not
+    load as a lesion-free image: it is an error naming the image and every mask, or a
+    counted skip."""
+    root = str(tiny_busi)
+    empty = np.zeros((60, 80), np.uint8)
+    second = empty.copy()
+    if speck:
+        second[2:3, 2:5] = 255  # 3 pixels, below MIN_AREA 20
+    masks = [_write_mask(root, "benign/benign (1)_mask.png", empty),
+             _write_mask(root, "benign/benign (1)_mask_1.png", second)]
+    image = os.path.join(root, "benign", "benign (1).png")
+    with pytest.raises(BadInputError, match=re.escape(message)) as error:
+        load_busi_dicts(root, on_bad_item="error")
+    assert image in str(error.value) and all(m in str(error.value) for m in masks)
+
+    dicts = by_id(load_busi_dicts(root, on_bad_item="skip"))
+    assert "benign/benign (1).png" not in dicts and len(dicts) == 5
+    reason = "only specks" if speck else "no lesion"
+    assert "skipped 1 bad item" in caplog.text and f"{reason}: 1" in caplog.text
+    if speck:  # with MIN_AREA 0 the speck is the lesion, and the image loads with it
+        assert by_id(load_busi_dicts(root, min_area=0))["benign/benign (1).png"]["annotations"][0]["bbox"] == \
+            [2.0, 2.0, 5.0, 3.0]
+
+
+def test_malignant_image_with_an_empty_mask_is_bad_input(tiny_busi):
+    path = _write_mask(str(tiny_busi), "malignant/malignant (1)_mask.png", np.zeros((60, 80), np.uint8))
+    with pytest.raises(BadInputError, match="filed under malignant/") as error:
+        load_busi_dicts(str(tiny_busi))
+    assert path in str(error.value)
+
+
+def test_normal_image_with_an_empty_mask_is_a_negative(tiny_busi, caplog):
+    # normals have empty masks by design: no error, no skip, no annotations
+    dicts = by_id(load_busi_dicts(str(tiny_busi), on_bad_item="error"))
+    assert dicts["normal/normal (1).png"]["annotations"] == [] == dicts["normal/normal (2).png"]["annotations"]
+    assert "skipped" not in caplog.text

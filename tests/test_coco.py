@@ -10,6 +10,7 @@ from pycocotools.coco import COCO
 
 from hospital_data import load_tool, synthetic_hospital
 from ustumor.data.coco import export_coco_json
+from ustumor.data.fields import CLIP_ID, DIAGNOSIS, FRAME_ID, PATIENT_ID, SPLIT
 from ustumor.data.hospital import register_hospital_dataset
 from ustumor.data.image_io import read_frame_grey, read_grey
 from ustumor.engine.defaults import build_config
@@ -64,6 +65,9 @@ def test_coco_json_registered_from_the_config_round_trips(tmp_path, hospital_nam
         else:
             assert not record["annotations"]
         assert os.path.isfile(record["file_name"])
+        # the ustumor fields come back with the COCO images (Detectron2's loader alone drops them)
+        for key in (PATIENT_ID, CLIP_ID, FRAME_ID, SPLIT, DIAGNOSIS):
+            assert record[key] == source[key], key
         if "dicom_frame" in source:  # DICOM frames were written out as PNG for COCO tools
             assert np.array_equal(read_grey(record["file_name"]),
                                   read_frame_grey(source["file_name"], source["dicom_frame"]))
@@ -72,6 +76,19 @@ def test_coco_json_registered_from_the_config_round_trips(tmp_path, hospital_nam
     export_coco_json("hosp_coco", again)
     assert [c["id"] for c in json.load(open(again))["categories"]] == [1]
     assert sorted(i["id"] for i in json.load(open(again))["images"]) == sorted(images)
+
+
+def test_coco_files_written_with_the_old_field_names_still_load(tmp_path, hospital_name):
+    folder, _ = synthetic_hospital()
+    out = str(tmp_path / "old.json")
+    export_coco_json(hospital_name, out, relative_to=folder)
+    coco = json.load(open(out))
+    for image in coco["images"]:
+        image["video_id"] = image.pop(CLIP_ID)
+    json.dump(coco, open(out, "w"))
+    build_config("", ["DATASETS.COCO", f'[["hosp_coco_old", "{out}", "{folder}"]]'])
+    loaded = DatasetCatalog.get("hosp_coco_old")
+    assert all(record[CLIP_ID] and "video_id" not in record for record in loaded)
 
 
 def test_coco_names_may_not_replace_other_datasets(tmp_path, hospital_name):

@@ -47,7 +47,7 @@ def test_loaded_boxes_match_the_ground_truth():
     folder, manifest = synthetic_hospital()
     dicts, report = load_hospital_dicts(os.path.join(folder, "annotations.csv"),
                                         drop_unannotated_in_annotated_clips=False)
-    by_frame = {(d["video_id"], d["frame_id"]): d for d in dicts}
+    by_frame = {(d["clip_id"], d["frame_id"]): d for d in dicts}
     expected_frames = 0
     for clip in manifest["clips"]:
         if clip["zipped"]:
@@ -79,10 +79,10 @@ def test_unannotated_frames_of_annotated_clips_are_dropped_on_request():
     noisy = {(c["video_id"], f["frame_id"]) for c in manifest["clips"] if not c["zipped"]
              for f in c["frames"] if f["unannotated"]}
     assert noisy and report["dropped_unannotated_in_annotated_clips"] == len(noisy)
-    assert {(d["video_id"], d["frame_id"]) for d in kept} - {(d["video_id"], d["frame_id"]) for d in dropped} == noisy
+    assert {(d["clip_id"], d["frame_id"]) for d in kept} - {(d["clip_id"], d["frame_id"]) for d in dropped} == noisy
     # frames of empty clips stay: they are the negatives
     empty = [c["video_id"] for c in manifest["clips"] if c["kind"] == "normal"]
-    assert empty and all(any(d["video_id"] == v and not d["annotations"] for d in dropped) for v in empty)
+    assert empty and all(any(d["clip_id"] == v and not d["annotations"] for d in dropped) for v in empty)
 
 
 def test_registration_and_patient_level_split(tmp_path):
@@ -179,7 +179,7 @@ def test_mapper_moves_hospital_boxes_with_the_crop_and_resize():
         for frame in clip["frames"]:
             if not frame["boxes"]:
                 continue
-            record = next(d for d in dicts if d["video_id"] == clip["video_id"] and d["frame_id"] == frame["frame_id"])
+            record = next(d for d in dicts if d["clip_id"] == clip["video_id"] and d["frame_id"] == frame["frame_id"])
             out = mapper(record)
             height, width = out["image"].shape[1:]
             scale = np.array([width / (sx1 - sx0), height / (sy1 - sy0)] * 2)  # ResizeShortestEdge rounds the sides

@@ -28,7 +28,7 @@ def test_prepare_converts_folders_zips_and_dicom(tmp_path, capsys):
     captured = capsys.readouterr()
     assert out.read_text().splitlines()[0] == SEED_HEADER
     dicts, _ = load_hospital_dicts(str(out), image_root=folder, drop_unannotated_in_annotated_clips=False)
-    by_frame = {(d["video_id"], d["frame_id"]): d for d in dicts}
+    by_frame = {(d["clip_id"], d["frame_id"]): d for d in dicts}
     assert len(by_frame) == sum(len(c["frames"]) for c in manifest["clips"])  # every clip, the zipped one too
     for clip in manifest["clips"]:
         for frame in clip["frames"]:

@@ -118,6 +118,22 @@ def test_report_has_every_section_and_embeds_every_image(run_dir):
         assert picture is not None and picture.std() > 5
 
 
+def test_one_page_holds_both_stages_each_under_its_own_heading(run_dir, tmp_path):
+    stage2 = str(tmp_path / "hospital_run")
+    shutil.copytree(run_dir, stage2, ignore=shutil.ignore_patterns("report*"))
+    os.rename(os.path.join(stage2, "inference", "phantom_test"), os.path.join(stage2, "inference", "ucla_test"))
+    page, missing = build_report([run_dir, stage2], page_path=str(tmp_path / "both.html"))
+    assert missing == []
+    html = open(page, encoding="utf-8").read()
+    stage1_at, stage2_at = html.index(">Run: phantom_run</h2>"), html.index(">Run: hospital_run</h2>")
+    assert stage1_at < html.index(">Evaluation on phantom_test</h3>") < stage2_at < html.index(
+        ">Evaluation on ucla_test</h3>")
+    assert html.count(">Training curves</h3>") == 2
+    assert len(image_sources(page)) == 2 * EXPECTED_IMAGES
+    with pytest.raises(ValueError, match="page_path"):
+        build_report([run_dir, stage2])
+
+
 def test_missing_parts_are_named_with_the_command_that_makes_them(tmp_path):
     write_metrics(str(tmp_path), [{"iteration": 0, "total_loss": 1.0}])
     page, missing = build_report(str(tmp_path))

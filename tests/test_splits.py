@@ -79,7 +79,7 @@ def _independent_duplicate_pairs(dicts):
 def test_real_busi_no_near_duplicate_crosses_splits(tmp_path):
     root = shared_busi_or_skip()
     dicts = load_busi_dicts(root)
-    split = make_image_split("busi_test_split", dicts, 0, (0.7, 0.1, 0.2), 10, 0.9, read_grey)
+    split = make_image_split("busi_test_split", dicts, 0, (0.7, 0.1, 0.2), 10, 0.9)
     assert len(split["near_duplicate_pairs"]) > 200  # BUSI is known to hold ~235 duplicates
     assignment = split["assignment"]
     pairs = _independent_duplicate_pairs(dicts)
@@ -90,5 +90,5 @@ def test_real_busi_no_near_duplicate_crosses_splits(tmp_path):
     counts = split["counts"]
     assert abs(counts["train"] / len(dicts) - 0.7) < 0.03 and abs(counts["test"] / len(dicts) - 0.2) < 0.03
     # the same inputs give the same split, also when recomputed without the cache
-    again = make_image_split("busi_test_split_again", dicts, 0, (0.7, 0.1, 0.2), 10, 0.9, read_grey)
+    again = make_image_split("busi_test_split_again", dicts, 0, (0.7, 0.1, 0.2), 10, 0.9)
     assert again["assignment"] == assignment

@@ -1,11 +1,15 @@
 """Prediction-versus-truth images: outcome naming by the penalised-IoU matching, drawing, selection, the tool."""
+import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from phantom_model import run_tool_on, trained_phantom_model, truth_boxes
+from conftest import REPO_ROOT
+from phantom_model import CONFIG, SMALL_MODEL, run_tool_on, trained_phantom_model, truth_boxes
 from ustumor.visualization.drawing import FP_COLOR, TP_COLOR, TRUTH_COLOR, contact_sheet
 from ustumor.visualization.outcome_images import image_names, image_outcome, render_outcome, select_outcomes
 
@@ -125,3 +129,35 @@ def test_tool_keeps_only_the_asked_outcomes_and_takes_overrides(phantom, tmp_pat
     assert index["counts"]["TP"] == index["counts"]["FP"] == 0 and index["counts"]["FN"] > 0
     written = sorted(f for f in os.listdir(output) if f.endswith(".png") and f != "contact_sheet.png")
     assert len(written) == min(2, index["counts"]["FN"]) and all(f.startswith("FN_") for f in written)
+
+
+def test_tool_counts_images_and_lesions_as_eval_only_does(phantom, tmp_path):
+    """The pictures and the --eval-only numbers agree, for the same weights and dataset:
+    images with images (``image_level``), lesions with lesions (``lesion_level``), and the
+    printed table says which is which. A low threshold keeping every prediction makes the
+    two counts differ (several false boxes on one image)."""
+    operating_point = ["TEST.PENALIZED_IOU.SCORE_THRESH", "0.05", "TEST.PENALIZED_IOU.TOP_K", "0"]
+    output = tmp_path / "eval"
+    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", CONFIG,
+               "--eval-only", "OUTPUT_DIR", str(output), *SMALL_MODEL, "MODEL.DEVICE", "cpu",
+               "MODEL.WEIGHTS", phantom.weights, "DATASETS.TEST", '("phantom_test",)',
+               "TEST.BOOTSTRAP.NUM_SAMPLES", "0", *operating_point]
+    env = dict(os.environ, USTUMOR_DATASETS=phantom.datasets_root, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    results = json.load(open(output / "inference" / "phantom_test" / "results.json"))
+    images = {k: results["image_level"][k] for k in ("tp", "fp", "fn", "tn")}
+    lesions = {k: results["lesion_level"][k] for k in ("tp", "fp", "fn")}
+    assert lesions != {k: images[k] for k in lesions}, "this check needs image and lesion counts that differ"
+
+    index = run_tool(phantom, str(tmp_path / "pictures"), "--no-contact-sheet", *operating_point)
+    assert index["image_counts"] == images and index["lesion_counts"] == lesions
+    assert index["counts"] == {k.upper(): v for k, v in images.items()}  # the older key: images
+    assert sum(e["lesions"] for e in index["images"]) == lesions["tp"] + lesions["fn"]
+    assert sum(e["lesions_found"] for e in index["images"]) == lesions["tp"]
+    pictures = [f for f in os.listdir(tmp_path / "pictures") if f.endswith(".png")]
+    for outcome, count in images.items():  # file name prefixes are the image outcomes
+        assert sum(f.startswith(outcome.upper() + "_") for f in pictures) == count
+    table = result.stdout
+    assert re.search(r"\| lesions TP/FP/FN +\| {tp}/{fp}/{fn} ".format(**lesions), table), table[-3000:]
+    assert re.search(r"\| images TP/FP/FN/TN +\| {tp}/{fp}/{fn}/{tn} ".format(**images), table), table[-3000:]

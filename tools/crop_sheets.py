@@ -23,7 +23,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
 import ustumor  # noqa: F401  registers the datasets
-from ustumor.data.image_io import read_frame_grey
+from ustumor.data.fields import CLIP_ID, DICOM_FRAME, FRAME_ID, PATIENT_ID
+from ustumor.data.image_io import read_dataset_frame
 from ustumor.data.mapper import CropCache
 from ustumor.engine.defaults import build_config
 
@@ -36,9 +37,8 @@ def frame_boxes(record):
 
 def render_tile(record, crop_cache, tile_w, tile_h):
     """The crop of one frame, letterboxed into tile_w x tile_h, boxes drawn; and its crop entry."""
-    frame = record.get("dicom_frame")
-    grey = read_frame_grey(record["file_name"], frame)
-    entry = crop_cache.crop_entry(record["file_name"], grey, frame)
+    grey = read_dataset_frame(record)
+    entry = crop_cache.crop_entry(record["file_name"], grey, record.get(DICOM_FRAME))
     x0, y0, x1, y1 = entry.box
     crop = grey[y0:y1, x0:x1]
     scale = min(tile_w / crop.shape[1], (tile_h - 14) / crop.shape[0])
@@ -52,7 +52,7 @@ def render_tile(record, crop_cache, tile_w, tile_h):
         cut += not inside
         corners = [int(round((v - o) * scale)) for v, o in ((bx0, x0), (by0, y0), (bx1, x0), (by1, y0))]
         cv2.rectangle(tile, tuple(corners[:2]), (corners[2] - 1, corners[3] - 1), GREEN if inside else ORANGE, 1)
-    label = f"{str(record.get('video_id', ''))[:14]} f{record.get('frame_id', '')}" if "video_id" in record \
+    label = f"{str(record[CLIP_ID])[:14]} f{record.get(FRAME_ID, '')}" if CLIP_ID in record \
         else os.path.basename(record["file_name"])[:24]
     cv2.putText(tile, label, (2, tile_h - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.33, YELLOW, 1, cv2.LINE_AA)
     if not entry.ok:
@@ -81,14 +81,14 @@ def main(argv=None):
     dicts = DatasetCatalog.get(args.dataset)
     groups = defaultdict(list)
     for index, record in enumerate(dicts):
-        groups[record.get("patient_id", f"images_{index // args.max_per_patient:04d}")].append(record)
+        groups[record.get(PATIENT_ID, f"images_{index // args.max_per_patient:04d}")].append(record)
     os.makedirs(args.output, exist_ok=True)
     tile_w = args.tile_width
     tile_h = int(tile_w * 0.75) + 14
     crop_cache = CropCache()
     sources, cut_boxes, failures = Counter(), 0, []
     for patient in sorted(groups):
-        records = evenly(sorted(groups[patient], key=lambda r: (str(r.get("video_id", "")), r.get("frame_id", 0),
+        records = evenly(sorted(groups[patient], key=lambda r: (str(r.get(CLIP_ID, "")), r.get(FRAME_ID, 0),
                                                                  r["file_name"])), args.max_per_patient)
         tiles = []
         for record in records:

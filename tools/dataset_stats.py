@@ -33,6 +33,7 @@ from tqdm import tqdm  # noqa: E402
 
 import ustumor  # noqa: F401,E402  registers the datasets
 from ustumor.data import hospital  # noqa: E402
+from ustumor.data.fields import CLIP_ID, DICOM_FRAME, FRAME_ID, PATIENT_ID  # noqa: E402
 from ustumor.data.mapper import CropCache  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
 
@@ -51,9 +52,9 @@ def dataset_stats(name, tiny, crop_cache=None):
     for record in tqdm(dicts, desc=name, unit="img", disable=crop_cache is None):
         boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
                  for a in record.get("annotations", [])]
-        if "patient_id" in record:
-            patient = per_patient.setdefault(record["patient_id"], Counter())
-            clip = per_clip.setdefault(str(record.get("video_id")), Counter())
+        if PATIENT_ID in record:
+            patient = per_patient.setdefault(record[PATIENT_ID], Counter())
+            clip = per_clip.setdefault(str(record.get(CLIP_ID)), Counter())
             for counts in (patient, clip):
                 counts.update(frames=1, annotated=int(bool(boxes)), boxes=len(boxes))
         for annotation, (x0, y0, x1, y1) in zip(record.get("annotations", []), boxes):
@@ -62,10 +63,10 @@ def dataset_stats(name, tiny, crop_cache=None):
             widths.append(x1 - x0)
             heights.append(y1 - y0)
             if min(x1 - x0, y1 - y0) < tiny:
-                tiny_boxes.append({"file": record["file_name"], "frame_id": record.get("frame_id"),
+                tiny_boxes.append({"file": record["file_name"], FRAME_ID: record.get(FRAME_ID),
                                    "csv_row": annotation.get("csv_row"), "box": [x0, y0, x1, y1]})
         if crop_cache is not None:
-            entry = crop_cache.crop_entry(record["file_name"], None, record.get("dicom_frame"))
+            entry = crop_cache.crop_entry(record["file_name"], None, record.get(DICOM_FRAME))
             crop_sources[entry.source] += 1
             if not entry.ok:
                 crop_failures.append(record["file_name"])
@@ -79,8 +80,8 @@ def dataset_stats(name, tiny, crop_cache=None):
         "negatives": sum(1 for d in dicts if not d.get("annotations")),
         "boxes": len(widths),
         "boxes_per_class": dict(per_class),
-        "patients": len({d["patient_id"] for d in dicts if "patient_id" in d}) or None,
-        "clips": len({(d.get("patient_id"), d["video_id"]) for d in dicts if "video_id" in d}) or None,
+        "patients": len({d[PATIENT_ID] for d in dicts if PATIENT_ID in d}) or None,
+        "clips": len({(d.get(PATIENT_ID), d[CLIP_ID]) for d in dicts if CLIP_ID in d}) or None,
         "per_patient": {k: dict(v) for k, v in per_patient.items()},
         "per_clip": {k: dict(v) for k, v in per_clip.items()},
         "tiny_boxes": tiny_boxes,

@@ -30,7 +30,8 @@ from detectron2.utils.logger import setup_logger
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ustumor  # noqa: E402,F401  registers datasets and models
 from ustumor.config import add_ustumor_config  # noqa: E402
-from ustumor.data.image_io import read_grey  # noqa: E402
+from ustumor.data.fields import describe_frame, frame_in_file  # noqa: E402
+from ustumor.data.image_io import read_dataset_frame  # noqa: E402
 from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
 from ustumor.evaluation.records import ground_truth_of  # noqa: E402
@@ -105,28 +106,28 @@ def main(args):
     class_names = MetadataCatalog.get(args.dataset).get("thing_classes", None) if args.dataset else None
     mapper = UltrasoundDatasetMapper(cfg, is_train=False)
     dicts = image_dicts(args)[: args.max_images]
-    names = image_names([d["file_name"] for d in dicts])
+    names = image_names([d["file_name"] for d in dicts], [frame_in_file(d) for d in dicts])
     os.makedirs(args.output, exist_ok=True)
     entries = []
     for dataset_dict, name in zip(dicts, names):
-        image = read_grey(dataset_dict["file_name"])
+        image = read_dataset_frame(dataset_dict)
         truth = ground_truth_of(dataset_dict)[0] if "annotations" in dataset_dict else ()
         detections, cams = explainer.explain(mapper(dataset_dict), instance=args.instance)
         if not len(detections["scores"]) or (args.instance is not None and not cams):
             file = f"{name}_no_detection.png"
             write_rgb(os.path.join(args.output, file), render_no_detection(image, explainer.score_thresh, truth))
-            logger.info("%s: no detection with score >= %.2f%s", dataset_dict["file_name"], explainer.score_thresh,
+            logger.info("%s: no detection with score >= %.2f%s", describe_frame(dataset_dict), explainer.score_thresh,
                         "" if args.instance is None else f" at index {args.instance}")
-            entries.append({"image": dataset_dict["file_name"], "file": file, "detection": None,
-                            "note": "no detection"})
+            entries.append({"image": dataset_dict["file_name"], "frame": frame_in_file(dataset_dict), "file": file,
+                            "detection": None, "note": "no detection"})
             continue
         for cam in cams:
             file = f"{name}_det{cam.index}_{args.layer}_{args.method}.png"
             write_rgb(os.path.join(args.output, file), render_cam(image, cam, truth, class_names))
             if cam.note:
-                logger.warning("%s detection %d: %s", dataset_dict["file_name"], cam.index, cam.note)
-            entries.append({"image": dataset_dict["file_name"], "file": file, "detection": cam.index,
-                            "score": cam.score, "label": cam.label, "box": [float(v) for v in cam.box],
+                logger.warning("%s detection %d: %s", describe_frame(dataset_dict), cam.index, cam.note)
+            entries.append({"image": dataset_dict["file_name"], "frame": frame_in_file(dataset_dict), "file": file,
+                            "detection": cam.index, "score": cam.score, "label": cam.label, "box": [float(v) for v in cam.box],
                             **cam_statistics(cam), "note": cam.note})
     index = {"layer": args.layer, "method": args.method, "weights": args.weights,
              "score_thresh": explainer.score_thresh, "top_k": explainer.top_k, "images": entries}

@@ -178,6 +178,9 @@ def get_parser():
     parser.add_argument("--num-patients", type=int, default=8, help="with --synthetic")
     parser.add_argument("--frames-per-clip", type=int, default=3, help="with --synthetic")
     parser.add_argument("--seed", type=int, default=0, help="with --synthetic")
+    parser.add_argument("--dicom-every", type=int, default=0, metavar="K",
+                        help="with --synthetic: store the clips of every K-th patient as DICOM cines "
+                             "(default: one patient's clip)")
     return parser
 
 
@@ -186,8 +189,9 @@ def main(argv=None):
     if args.synthetic:
         from ustumor.data.synthetic_hospital import write_synthetic_hospital
 
+        dicom = {"dicom_patients": range(0, args.num_patients, args.dicom_every)} if args.dicom_every > 0 else {}
         write_synthetic_hospital(args.synthetic, num_patients=args.num_patients,
-                                 frames_per_clip=args.frames_per_clip, seed=args.seed, csv_name=None)
+                                 frames_per_clip=args.frames_per_clip, seed=args.seed, csv_name=None, **dicom)
         args.exports = args.exports or [os.path.join(args.synthetic, "exports")]
         args.cases = args.cases or os.path.join(args.synthetic, "cases.csv")
         args.dicom_root = args.dicom_root or os.path.join(args.synthetic, "dicom")

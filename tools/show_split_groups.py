@@ -16,7 +16,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog
 
 import ustumor  # noqa: F401  registers the datasets
-from ustumor.data.image_io import read_grey
+from ustumor.data.image_io import read_dataset_frame
 from ustumor.data.splits import SPLIT_PROVIDERS
 from ustumor.engine.defaults import build_config
 
@@ -29,8 +29,8 @@ def contact_sheet(rows, max_rows):
     canvas = []
     for row in rows[:max_rows]:
         tiles = []
-        for path, label in row:
-            tile = cv2.resize(read_grey(path), (TILE, TILE), interpolation=cv2.INTER_AREA)
+        for record, label in row:
+            tile = cv2.resize(read_dataset_frame(record), (TILE, TILE), interpolation=cv2.INTER_AREA)
             tile = cv2.cvtColor(tile, cv2.COLOR_GRAY2BGR)
             cv2.putText(tile, label, (3, TILE - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 255, 255), 1, cv2.LINE_AA)
             tiles.append(tile)
@@ -53,7 +53,7 @@ def main():
     if args.dataset not in SPLIT_PROVIDERS:
         raise SystemExit(f"no split for dataset {args.dataset!r}; registered: {sorted(SPLIT_PROVIDERS)}")
     split = SPLIT_PROVIDERS[args.dataset]()
-    files = {d["image_id"]: d["file_name"] for d in DatasetCatalog.get(f"{args.dataset}_all")}
+    records = {d["image_id"]: d for d in DatasetCatalog.get(f"{args.dataset}_all")}
     members = collections.defaultdict(list)
     for image_id, group in split["group"].items():
         members[group].append(image_id)
@@ -65,7 +65,7 @@ def main():
         flag = "  <- filed under several classes" if len(classes) > 1 else ""
         print(f"group {number:3d} [{split['assignment'][group[0]]}]: {', '.join(group)}{flag}")
     if groups:
-        rows = [[(files[i], f"{i.split('/')[-1]} [{split['assignment'][i]}]") for i in g] for g in groups]
+        rows = [[(records[i], f"{i.split('/')[-1]} [{split['assignment'][i]}]") for i in g] for g in groups]
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         cv2.imwrite(args.output, contact_sheet(rows, args.max_rows))
         print(f"contact sheet: {args.output}")

@@ -6,14 +6,18 @@
         --output output/busi/faster_rcnn_R_50_FPN_1x/visualization/busi_test
     tools/visualize_predictions.py ... --only FP FN --worst 20 TEST.PENALIZED_IOU.SCORE_THRESH 0.3
 
-Files are ``{TP|FP|FN|TN}_<image>_iou_<x>_score_<y>.png``, with the outcome of the
-penalised-IoU matching at TEST.PENALIZED_IOU.{SCORE_THRESH, IOU_THRESH, TOP_K} (see
-``ustumor/visualization/outcome_images.py`` for what x and y are). ``contact_sheet.png``
-shows the written images in a grid, worst first; ``outcomes.json`` lists every image's
-outcome. Trailing ``KEY VALUE`` pairs override the config.
+Files are ``{TP|FP|FN|TN}_<image>_iou_<x>_score_<y>.png``, the prefix being the image's
+outcome in the penalised-IoU matching at TEST.PENALIZED_IOU.{SCORE_THRESH, IOU_THRESH,
+TOP_K} (see ``ustumor/visualization/outcome_images.py`` for what x and y are).
+``contact_sheet.png`` shows the written images in a grid, worst first. ``outcomes.json``
+lists every image's outcome and counts both ways, as ``--eval-only``'s ``results.json``
+does for the same weights and settings: ``image_counts`` (images; = ``image_level``'s
+tp/fp/fn/tn) and ``lesion_counts`` (lesions found and missed, kept predictions that found
+none; = ``lesion_level``'s tp/fp/fn), with ``count_definitions``; ``counts`` is
+``image_counts`` in capitals, kept for older readers. Trailing ``KEY VALUE`` pairs override
+the config.
 """
 import argparse
-import collections
 import json
 import os
 import sys
@@ -23,12 +27,14 @@ from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ustumor  # noqa: E402,F401  registers datasets and models
-from ustumor.data.image_io import read_grey  # noqa: E402
+from ustumor.data.fields import frame_in_file  # noqa: E402
+from ustumor.data.image_io import read_dataset_frame  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
+from ustumor.evaluation.suite import COUNT_DEFINITIONS  # noqa: E402
 from ustumor.visualization.drawing import contact_sheet, write_rgb  # noqa: E402
 from ustumor.visualization.inference import load_model, predict_records, with_available_device  # noqa: E402
-from ustumor.visualization.outcome_images import (OUTCOMES, image_names, image_outcome, render_outcome,  # noqa: E402
-                                                  select_outcomes)
+from ustumor.visualization.outcome_images import (OUTCOMES, image_names, image_outcome, outcome_counts,  # noqa: E402
+                                                  render_outcome, select_outcomes)
 
 
 def parse_args(argv=None):
@@ -62,8 +68,9 @@ def main(args):
     outcomes = [
         image_outcome(file, name, r.pred_boxes, r.pred_scores, r.gt_boxes, thresholds.SCORE_THRESH,
                       thresholds.IOU_THRESH, thresholds.TOP_K, r.pred_classes)
-        for r, file, name in zip(records, files, image_names(files))
+        for r, file, name in zip(records, files, image_names(files, [frame_in_file(r.meta) for r in records]))
     ]
+    meta_of = {id(outcome): record.meta for outcome, record in zip(outcomes, records)}
     # worst first everywhere, so that a contact sheet or a report shows the errors first
     ranked = select_outcomes(outcomes, worst=len(outcomes))
     selected = select_outcomes(ranked, only=args.only, worst=args.worst)
@@ -71,7 +78,8 @@ def main(args):
     os.makedirs(args.output, exist_ok=True)
     drawn, written = [], {}
     for outcome in selected:
-        picture = render_outcome(read_grey(outcome.file_name), outcome, class_names, thresholds.SCORE_THRESH)
+        picture = render_outcome(read_dataset_frame(meta_of[id(outcome)]), outcome, class_names,
+                                 thresholds.SCORE_THRESH)
         file = outcome.file_stem + ".png"
         write_rgb(os.path.join(args.output, file), picture)
         drawn.append(picture)
@@ -79,18 +87,25 @@ def main(args):
     if drawn and not args.no_contact_sheet:
         sheet = contact_sheet(drawn, columns=args.columns)
         write_rgb(os.path.join(args.output, "contact_sheet.png"), sheet)
-    counts = collections.Counter(o.outcome for o in outcomes)
+    counts = outcome_counts(outcomes)
     index = {
         "dataset": args.dataset, "weights": args.weights,
         "settings": {"score_thresh": thresholds.SCORE_THRESH, "iou_thresh": thresholds.IOU_THRESH,
                      "top_k": thresholds.TOP_K},
-        "counts": {o.upper(): counts.get(o, 0) for o in OUTCOMES},
-        "images": [{"image": o.file_name, "outcome": o.outcome, "iou": o.iou, "score": o.score, "quality": o.quality,
+        **counts,
+        "count_definitions": {"image_counts": COUNT_DEFINITIONS["images"],
+                              "lesion_counts": COUNT_DEFINITIONS["lesions"]},
+        "counts": {o.upper(): counts["image_counts"][o] for o in OUTCOMES},
+        "images": [{"image": o.file_name, "frame": frame_in_file(meta_of[id(o)]), "outcome": o.outcome,
+                    "iou": o.iou, "score": o.score, "quality": o.quality, "lesions": len(o.gt_boxes), "lesions_found": o.match.tp, "false_predictions": o.match.fp,
                     "file": written.get(id(o))} for o in ranked],
     }
     with open(os.path.join(args.output, "outcomes.json"), "w") as f:
         json.dump(index, f, indent=1)
-    print(f"{args.dataset}: {dict(index['counts'])}; {len(drawn)} images written to {args.output}")
+    images, lesions = counts["image_counts"], counts["lesion_counts"]
+    print(f"{args.dataset}: images TP/FP/FN/TN {'/'.join(str(images[o]) for o in OUTCOMES)}, "
+          f"lesions TP/FP/FN {'/'.join(str(lesions[o]) for o in ('tp', 'fp', 'fn'))}; "
+          f"{len(drawn)} images written to {args.output}")
     return index
 
 

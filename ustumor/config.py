@@ -30,7 +30,8 @@ def add_ustumor_config(cfg):
     cfg.DATASETS.BUSI = CN()
     # "lesion": one class; "benign_malignant": two classes from BUSI's folders.
     cfg.DATASETS.BUSI.CLASS_MODE = "lesion"
-    # Connected mask components smaller than this many pixels are annotation specks.
+    # Connected mask components smaller than this many pixels are annotation specks. A benign
+    # or malignant image left with no component is bad input (ON_BAD_ITEM), never a negative.
     cfg.DATASETS.BUSI.MIN_AREA = 20
     # Split: seeded, stratified by class, near-duplicate groups kept whole.
     cfg.DATASETS.SPLIT = CN()

@@ -7,9 +7,10 @@ Layout of the original release, under ``<root>/Dataset_BUSI_with_GT/``::
     normal/normal (N).png        normal/normal (N)_mask.png  (empty)
 
 Every mask of an image is read; each connected component of at least ``min_area``
-pixels becomes one box. Boxes are ``BoxMode.XYXY_ABS`` in continuous pixel
-coordinates: pixel (i, j) covers [j, j+1) x [i, i+1), so a component spanning
-columns 10..19 gets x0=10, x1=20.
+pixels becomes one box; a benign or malignant image left without one is bad input
+(``DATASETS.ON_BAD_ITEM``), never a negative. Boxes are ``BoxMode.XYXY_ABS`` in
+continuous pixel coordinates: pixel (i, j) covers [j, j+1) x [i, i+1), so a component
+spanning columns 10..19 gets x0=10, x1=20.
 """
 import logging
 import os
@@ -20,6 +21,7 @@ import numpy as np
 from detectron2.structures import BoxMode
 
 from .bad_input import BadInputError, BadInputPolicy
+from .fields import DIAGNOSIS
 from .image_io import read_binary_mask, read_image
 
 logger = logging.getLogger(__name__)
@@ -76,8 +78,9 @@ def _natural_key(name):
 def load_busi_dicts(root, class_mode="lesion", min_area=20, on_bad_item="error"):
     """Read a BUSI-layout folder into Detectron2 dicts (all images, normals included).
 
-    Each dict has ``file_name, height, width, image_id, annotations`` plus
-    ``busi_class`` (the folder) and ``mask_files``. ``group_id`` is added by the split.
+    Each dict has ``file_name, height, width, image_id, annotations`` plus ``diagnosis``
+    (the folder: benign, malignant or normal) and ``mask_files``. ``group_id`` is added by
+    the split.
     """
     class_names = busi_class_names(class_mode)
     root = find_busi_root(root)
@@ -107,7 +110,7 @@ def load_busi_dicts(root, class_mode="lesion", min_area=20, on_bad_item="error")
 
 def _reason(error):
     text = str(error)
-    for reason in ("no mask", "size", "distinct values", "decode", "not found"):
+    for reason in ("no mask", "size", "distinct values", "decode", "not found", "only specks", "no lesion"):
         if reason in text:
             return reason
     return "bad item"
@@ -120,6 +123,7 @@ def _load_one(image_path, folder, mask_names, busi_class, class_names, min_area)
     height, width = image.shape[:2]
     category_id = class_names.index(busi_class) if busi_class in class_names else 0  # normals: no boxes
     annotations = []
+    foreground = 0  # mask pixels, for the message when no component is big enough
     for mask_name in sorted(mask_names, key=_natural_key):
         mask_path = os.path.join(folder, mask_name)
         mask = read_binary_mask(mask_path)
@@ -128,6 +132,7 @@ def _load_one(image_path, folder, mask_names, busi_class, class_names, min_area)
                 f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match "
                 f"its image {image_path} ({width}x{height})"
             )
+        foreground += int(np.count_nonzero(mask))
         boxes = mask_to_boxes(mask, min_area)
         if busi_class == "normal" and boxes:
             raise BadInputError(f"{mask_path}: an image in normal/ has a lesion in its mask")
@@ -135,11 +140,17 @@ def _load_one(image_path, folder, mask_names, busi_class, class_names, min_area)
             annotations.append(
                 {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS, "category_id": category_id, "iscrowd": 0}
             )
+    if busi_class != "normal" and not annotations:
+        # a lesion image without a box would train as lesion-free: bad input, not a negative
+        masks = ", ".join(os.path.join(folder, m) for m in sorted(mask_names, key=_natural_key))
+        content = (f"only specks: {foreground} mask pixels, no component of MIN_AREA {min_area} pixels or more"
+                   if foreground else "no lesion: the mask is empty")
+        raise BadInputError(f"{image_path}: filed under {busi_class}/ but its mask(s) {masks} hold {content}")
     return {
         "file_name": image_path,
         "height": int(height),
         "width": int(width),
         "annotations": annotations,
-        "busi_class": busi_class,
+        DIAGNOSIS: busi_class,
         "mask_files": [os.path.join(folder, m) for m in sorted(mask_names, key=_natural_key)],
     }

@@ -1,8 +1,11 @@
 """COCO-json datasets in and out.
 
-In: any COCO instances json, registered with Detectron2's own
-``register_coco_instances`` from the config (``DATASETS.COCO``) or the command line
-(``DATASETS.COCO '[["name", "file.json", "image_root"]]'``).
+In: any COCO instances json, read by Detectron2's ``load_coco_json``, from the config
+(``DATASETS.COCO``) or the command line (``DATASETS.COCO '[["name", "file.json",
+"image_root"]]'``). The ustumor fields an image entry carries (:mod:`ustumor.data.fields`:
+patient, clip, frame, DICOM frame, ...) are copied into its dataset dict, which
+Detectron2's loader alone would drop, so patient- and clip-level evaluation work on COCO
+sets too.
 
 Out: :func:`export_coco_json` writes any registered dataset (BUSI, phantom,
 hospital splits, ...) as COCO json through Detectron2's ``convert_to_coco_dict``,
@@ -16,24 +19,26 @@ import re
 
 import cv2
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.coco import convert_to_coco_dict
 
-from .image_io import read_frame_grey
+from .fields import ALL_FIELDS, DICOM_FRAME, with_current_names
+from .hospital import DIAGNOSIS_FIELDS
+from .image_io import read_dataset_frame
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register_coco_dataset", "register_coco_datasets", "export_coco_json"]
+__all__ = ["register_coco_dataset", "register_coco_datasets", "load_coco_dicts", "export_coco_json"]
 
 # Dataset-dict fields copied into each exported COCO image (Detectron2's loader ignores them).
-EXTRA_IMAGE_KEYS = ("patient_id", "accession", "video_id", "frame_id", "dicom_frame", "split", "group_id",
-                    "busi_class", "final_diagnosis", "bx_site", "final_diagnosis_1", "first_50")
+EXTRA_IMAGE_KEYS = ALL_FIELDS + tuple(DIAGNOSIS_FIELDS.values())
 
 _COCO_NAMES = {}  # name -> (json_file, image_root) registered here
 
 
 def register_coco_dataset(name, json_file, image_root):
-    """Register a COCO instances json as ``name`` (Detectron2's ``register_coco_instances``).
+    """Register a COCO instances json as ``name``: Detectron2's ``load_coco_json``, plus
+    the image entries' ustumor fields.
 
     Registering the same name again replaces it; a name taken by another dataset
     (e.g. ``busi_train``) is refused.
@@ -46,8 +51,20 @@ def register_coco_dataset(name, json_file, image_root):
         MetadataCatalog.remove(name)
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"DATASETS.COCO: {name!r}: json file {json_file} not found")
-    register_coco_instances(name, {}, json_file, image_root)
+    DatasetCatalog.register(name, lambda: load_coco_dicts(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
     _COCO_NAMES[name] = (json_file, image_root)
+
+
+def load_coco_dicts(json_file, image_root, dataset_name=None):
+    """Detectron2's dicts of a COCO json, each with its image entry's ustumor fields."""
+    dicts = load_coco_json(json_file, image_root, dataset_name)
+    with open(json_file) as f:
+        images = {image["id"]: with_current_names(image) for image in json.load(f)["images"]}
+    for record in dicts:
+        image = images[record["image_id"]]
+        record.update({key: image[key] for key in EXTRA_IMAGE_KEYS if key in image})
+    return dicts
 
 
 def register_coco_datasets(entries):
@@ -105,14 +122,14 @@ def export_coco_json(dataset_name, output_file, relative_to=None, frames_dir=Non
         for key in EXTRA_IMAGE_KEYS:
             if key in record:
                 image[key] = record[key]
-        if frames_dir and "dicom_frame" in record:
+        if frames_dir and DICOM_FRAME in record:
             png = os.path.join(frames_dir, _frame_png_name(image.get("source_image_id", image["id"])))
             os.makedirs(frames_dir, exist_ok=True)
-            if not cv2.imwrite(png, read_frame_grey(record["file_name"], record["dicom_frame"])):
+            if not cv2.imwrite(png, read_dataset_frame(record)):
                 raise IOError(f"could not write {png}")
             image["source_file_name"] = image["file_name"]
             image["file_name"] = png
-            del image["dicom_frame"]
+            del image[DICOM_FRAME]
             written_frames += 1
         if relative_to:
             image["file_name"] = os.path.relpath(os.path.abspath(image["file_name"]), os.path.abspath(relative_to))

@@ -5,7 +5,6 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .busi import busi_class_names, find_busi_root, load_busi_dicts
-from .image_io import read_grey
 from .splits import SPLIT_NAMES, apply_split, make_image_split, register_split_provider
 
 
@@ -13,7 +12,7 @@ from .splits import SPLIT_NAMES, apply_split, make_image_split, register_split_p
 def _split_busi_layout(prefix, root, class_mode, min_area, on_bad_item, seed, ratios, hash_distance,
                         min_correlation, split_file):
     dicts = load_busi_dicts(root, class_mode=class_mode, min_area=min_area, on_bad_item=on_bad_item)
-    split = make_image_split(prefix, dicts, seed, ratios, hash_distance, min_correlation, read_grey, split_file)
+    split = make_image_split(prefix, dicts, seed, ratios, hash_distance, min_correlation, split_file)
     return tuple(apply_split(dicts, split)), split
 
 

@@ -16,9 +16,12 @@ lesion, and these columns (the first, unnamed, is a row counter)::
 - ``bounding box`` is a list of points; the box is min/max over them, in any corner
   order, in the original frame's pixel coordinates (``XYXY_ABS``, continuous).
   The mapper moves boxes with the scan-window crop; they are never pre-scaled.
-- Rows of one frame become one dict with several annotations. Every dict carries
-  ``patient_id`` (coded_mrn), ``accession``, ``video_id``, ``frame_id``, the diagnosis
-  fields, ``csv_rows`` and, for DICOM, ``dicom_frame``.
+- Rows of one frame become one dict with several annotations. Every dict carries the
+  fields of :mod:`ustumor.data.fields`: ``patient_id`` (coded_mrn), ``accession``
+  (coded_accession), ``clip_id`` (video_id), ``frame_id``, ``diagnosis`` (``First 50``:
+  B -> benign, M -> malignant, else ""), for DICOM ``dicom_frame``; and the diagnosis
+  columns as they are (``final_diagnosis``, ``bx_site``, ``final_diagnosis_1``,
+  ``first_50``) and ``csv_rows``.
 
 Row numbers in messages are the file's line numbers, header = row 1, as a
 spreadsheet shows them. Bad rows stop the load with a message naming the file
@@ -36,6 +39,7 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from . import dicom
+from .fields import ACCESSION, CLIP_ID, DIAGNOSIS, DICOM_FRAME, FRAME_ID, PATIENT_ID
 from .bad_input import BadInputError, BadInputPolicy
 from .datasets import register_split_family
 from .splits import SPLIT_NAMES, apply_split, load_split, stratified_group_split
@@ -209,7 +213,7 @@ def load_hospital_dicts(csv_file, image_root=None, class_mode="lesion", on_bad_r
 def _load_hospital(csv_file, image_root, class_mode, on_bad_row, drop_unannotated, dicom_first_frame, csv_encoding):
     class_names = hospital_class_names(class_mode)
     policy = BadInputPolicy(on_bad_row, source=csv_file)
-    sources, frames, box_rows, patient_of_video = {}, {}, {}, {}
+    sources, frames, box_rows, patient_of_clip = {}, {}, {}, {}
     num_rows = 0
     for row_number, row in read_csv_rows(csv_file, csv_encoding, policy):
         num_rows += 1
@@ -220,14 +224,14 @@ def _load_hospital(csv_file, image_root, class_mode, on_bad_row, drop_unannotate
             policy.handle(bad.reason, bad.message)
             continue
         # a DICOM file holds many frames; an image file is one frame
-        key = (record["file_name"], record["frame_id"] if "dicom_frame" in record else None)
+        key = (record["file_name"], record[FRAME_ID] if DICOM_FRAME in record else None)
         box_key = key + (tuple(box) if box else None,)
         conflict = None
         if box_key in box_rows:
             conflict = ("duplicate row", f"same frame and box as row {box_rows[box_key]}")
-        elif patient_of_video.get(record["video_id"], (record["patient_id"],))[0] != record["patient_id"]:
-            first_patient, first_row = patient_of_video[record["video_id"]]
-            conflict = ("conflicting rows", f"video_id {record['video_id']!r} has patient {record['patient_id']!r} "
+        elif patient_of_clip.get(record[CLIP_ID], (record[PATIENT_ID],))[0] != record[PATIENT_ID]:
+            first_patient, first_row = patient_of_clip[record[CLIP_ID]]
+            conflict = ("conflicting rows", f"video_id {record[CLIP_ID]!r} has patient {record[PATIENT_ID]!r} "
                                             f"here but {first_patient!r} in row {first_row}")
         elif key in frames:
             conflict = _frame_conflict(frames[key], record, box)
@@ -235,7 +239,7 @@ def _load_hospital(csv_file, image_root, class_mode, on_bad_row, drop_unannotate
             policy.handle(conflict[0], f"{where}: {conflict[1]}")
             continue
         box_rows[box_key] = row_number
-        patient_of_video.setdefault(record["video_id"], (record["patient_id"], row_number))
+        patient_of_clip.setdefault(record[CLIP_ID], (record[PATIENT_ID], row_number))
         if key not in frames:
             record["csv_rows"], record["annotations"], record["negative"] = [], [], box is None
             frames[key] = record
@@ -246,10 +250,10 @@ def _load_hospital(csv_file, image_root, class_mode, on_bad_row, drop_unannotate
                                          "category_id": record["category_id"], "csv_row": row_number})
     skipped = policy.summarize()
     dicts = []
-    annotated_clips = {(f["patient_id"], f["video_id"]) for f in frames.values() if f["annotations"]}
+    annotated_clips = {(f[PATIENT_ID], f[CLIP_ID]) for f in frames.values() if f["annotations"]}
     dropped = 0
     for frame in frames.values():
-        clip = (frame["patient_id"], frame["video_id"])
+        clip = (frame[PATIENT_ID], frame[CLIP_ID])
         if drop_unannotated and not frame["annotations"] and clip in annotated_clips:
             dropped += 1
             continue
@@ -316,20 +320,21 @@ def _parse_row(row, where, image_root, sources, class_names, dicom_first_frame):
         "height": int(source.height),
         "width": int(source.width),
         "image_id": image_path,
-        "patient_id": patient,
-        "accession": row["coded_accession"].strip(),
-        "video_id": row["video_id"].strip(),
-        "frame_id": frame_id,
+        PATIENT_ID: patient,
+        ACCESSION: row["coded_accession"].strip(),
+        CLIP_ID: row["video_id"].strip(),
+        FRAME_ID: frame_id,
     }
     for column, key in DIAGNOSIS_FIELDS.items():
         record[key] = row.get(column, "").strip()
+    record[DIAGNOSIS] = _FIRST_50_CLASS.get(record["first_50"].upper(), "")
     if source.is_dicom:
         index = frame_id - dicom_first_frame if source.num_frames > 1 else 0
         if not 0 <= index < source.num_frames:
             raise _BadRow("frame_id past the last DICOM frame",
                           f"{where}: frame_id {frame_id} is frame {index} (0-based) of {path}, which has "
                           f"{source.num_frames} frames (DATASETS.HOSPITAL.DICOM_FIRST_FRAME={dicom_first_frame})")
-        record["dicom_frame"] = index
+        record[DICOM_FRAME] = index
         record["image_id"] = f"{image_path}#{frame_id}"
 
     if not points:
@@ -345,8 +350,8 @@ def _parse_row(row, where, image_root, sources, class_names, dicom_first_frame):
         raise _BadRow("empty box", f"{where}: box [{x0:g}, {y0:g}, {x1:g}, {y1:g}] has no area")
     record["category_id"] = 0
     if len(class_names) > 1:
-        name = _FIRST_50_CLASS.get(record["first_50"].upper())
-        if name is None:
+        name = record[DIAGNOSIS]
+        if not name:
             raise _BadRow("no B/M diagnosis", f"{where}: 'First 50' is {record['first_50']!r}, not B or M "
                                               "(needed by DATASETS.HOSPITAL.CLASS_MODE benign_malignant)")
         record["category_id"] = class_names.index(name)
@@ -356,7 +361,7 @@ def _parse_row(row, where, image_root, sources, class_names, dicom_first_frame):
 def _frame_conflict(frame, record, box):
     """Why a row cannot join the frame's earlier rows, or None."""
     first = frame["csv_rows"][0]
-    for key in ("frame_id", "patient_id", "accession", "video_id") + tuple(DIAGNOSIS_FIELDS.values()):
+    for key in (FRAME_ID, PATIENT_ID, ACCESSION, CLIP_ID) + tuple(DIAGNOSIS_FIELDS.values()):
         if frame[key] != record[key]:
             return "conflicting rows", f"{key} {record[key]!r} differs from {frame[key]!r} in row {first} (same frame)"
     if frame["negative"] or box is None:
@@ -373,7 +378,7 @@ def patient_labels(dicts, stratify_by):
     keys = [DIAGNOSIS_FIELDS.get(c, c) for c in stratify_by]
     values = {}
     for d in dicts:
-        per_key = values.setdefault(d["patient_id"], {k: set() for k in keys})
+        per_key = values.setdefault(d[PATIENT_ID], {k: set() for k in keys})
         for k in keys:
             if d.get(k, ""):
                 per_key[k].add(str(d[k]).upper() if k == "first_50" else str(d[k]))
@@ -418,9 +423,9 @@ def make_patient_split(dataset, dicts, seed=0, ratios=(0.6, 0.2, 0.2), stratify_
     index = {p: i for i, p in enumerate(patients)}
     split["patients"] = by_patient
     split["patient_labels"] = labels
-    split["assignment"] = {d["image_id"]: by_patient[d["patient_id"]] for d in dicts}
-    split["group"] = {d["image_id"]: index[d["patient_id"]] for d in dicts}
-    split["counts"] = {name: sum(1 for d in dicts if by_patient[d["patient_id"]] == name) for name in SPLIT_NAMES}
+    split["assignment"] = {d["image_id"]: by_patient[d[PATIENT_ID]] for d in dicts}
+    split["group"] = {d["image_id"]: index[d[PATIENT_ID]] for d in dicts}
+    split["counts"] = {name: sum(1 for d in dicts if by_patient[d[PATIENT_ID]] == name) for name in SPLIT_NAMES}
     split["patient_counts"] = {name: sum(1 for p in patients if by_patient[p] == name) for name in SPLIT_NAMES}
     return split
 

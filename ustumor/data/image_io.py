@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 
 from .bad_input import BadInputError
+from .fields import DICOM_FRAME
 
 
 def read_image(path, flags=cv2.IMREAD_UNCHANGED):
@@ -64,6 +65,12 @@ def read_binary_mask(path):
     first_is_lesion = int(first[:3].astype(np.int64).sum()) > int(second[:3].astype(np.int64).sum())
     lesion = is_first if first_is_lesion else ~is_first
     return lesion.reshape(mask.shape[:2])
+
+
+def read_dataset_frame(dataset_dict):
+    """The (H, W) uint8 grey frame a dataset dict names: its image file, or frame
+    ``dicom_frame`` of its DICOM. Every reader of dataset frames goes through here."""
+    return read_frame_grey(dataset_dict["file_name"], dataset_dict.get(DICOM_FRAME))
 
 
 def read_frame_grey(path, frame_index=None):

@@ -9,7 +9,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .crop_cache import CropBoxStore, compute_crop, frame_key
-from .image_io import read_frame_grey
+from .fields import DICOM_FRAME
+from .image_io import read_dataset_frame, read_frame_grey
 from .ultrasound import CropFailureCounter
 
 logger = logging.getLogger(__name__)
@@ -93,15 +94,13 @@ class UltrasoundDatasetMapper:
 
     def load_grey(self, dataset_dict):
         """The (possibly cropped) grey image and the crop as a Detectron2 transform."""
-        # "dicom_frame": 0-based frame of a multi-frame DICOM (hospital cine clips)
-        frame = dataset_dict.get("dicom_frame")
-        grey = read_frame_grey(dataset_dict["file_name"], frame)
+        grey = read_dataset_frame(dataset_dict)
         height, width = grey.shape
         if (dataset_dict.get("height"), dataset_dict.get("width")) not in ((height, width), (None, None)):
             utils.check_image_size(dataset_dict, grey)  # raises with the file name
         box = (0, 0, width, height)
         if self.crop_ultrasound:
-            box = self.crop_cache.crop_box(dataset_dict["file_name"], grey, frame)
+            box = self.crop_cache.crop_box(dataset_dict["file_name"], grey, dataset_dict.get(DICOM_FRAME))
         x0, y0, x1, y1 = box
         crop = T.CropTransform(x0, y0, x1 - x0, y1 - y0, orig_w=width, orig_h=height)
         return grey[y0:y1, x0:x1], crop, box

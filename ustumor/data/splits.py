@@ -12,6 +12,9 @@ import os
 import cv2
 import numpy as np
 
+from .fields import DIAGNOSIS, GROUP_ID, SPLIT
+from .image_io import read_dataset_frame
+
 logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -136,7 +139,7 @@ def fingerprint(paths, extra):
     return digest.hexdigest()[:16]
 
 
-def make_image_split(dataset, dicts, seed, ratios, max_distance, min_correlation, read_grey, split_file=""):
+def make_image_split(dataset, dicts, seed, ratios, max_distance, min_correlation, split_file=""):
     """The near-duplicate-grouped split of ``dicts``, keyed by ``image_id``.
 
     Loaded from ``split_file`` when given, else from the cache, else computed
@@ -156,12 +159,12 @@ def make_image_split(dataset, dicts, seed, ratios, max_distance, min_correlation
         return load_split(cached)
     hashes, thumbnails = [], []
     for d in dicts:
-        grey = read_grey(d["file_name"])
+        grey = read_dataset_frame(d)
         hashes.append(perceptual_hash(grey))
         thumbnails.append(normalized_thumbnail(grey))
     pairs = near_duplicate_pairs(hashes, thumbnails, max_distance, min_correlation)
     groups = connected_groups(len(dicts), pairs)
-    assignment = stratified_group_split(groups, [d.get("busi_class", "") for d in dicts], ratios, seed)
+    assignment = stratified_group_split(groups, [d.get(DIAGNOSIS, "") for d in dicts], ratios, seed)
     split = dict(settings)
     split["method"] = ("near-duplicate groups (DCT hash distance or thumbnail correlation) kept whole, "
                        "stratified by class")
@@ -200,7 +203,7 @@ def apply_split(dicts, split, split_name=None):
     """Copy ``group_id`` and ``split`` into each dict; keep only ``split_name`` if given."""
     selected = []
     for d in dicts:
-        d = dict(d, group_id=split["group"].get(d["image_id"], -1), split=split["assignment"][d["image_id"]])
-        if split_name is None or d["split"] == split_name:
+        d = dict(d, **{GROUP_ID: split["group"].get(d["image_id"], -1), SPLIT: split["assignment"][d["image_id"]]})
+        if split_name is None or d[SPLIT] == split_name:
             selected.append(d)
     return selected

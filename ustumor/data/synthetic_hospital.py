@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import zipfile
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -192,13 +192,15 @@ def write_synthetic_hospital(
     frame_hw: Tuple[int, int] = (600, 800),
     csv_name: Optional[str] = "annotations.csv",
     overwrite: bool = False,
+    dicom_patients: Sequence[int] = (3,),
 ) -> Dict[str, object]:
     """Write a synthetic hospital export (see the module doc); returns the manifest.
 
     Patients alternate benign (B) and malignant (M). Each has one lesion clip; every
     third patient also has an empty clip (lesion out of view, no boxes). Clip 0 of
-    patient 1 is zipped, of patient 2 nested in ``default/default/``, of patient 3 also
-    written as a multi-frame DICOM; the lesion clip of patient 6 has two lesions. In the
+    patient 1 is zipped, of patient 2 nested in ``default/default/``; the clips of the
+    ``dicom_patients`` (default: patient 3, one clip) are also written as multi-frame DICOM
+    cines, which the CSV then points at (a zipped clip's too); the lesion clip of patient 6 has two lesions. In the
     lesion clips of patients 0 and 4, frame 1 is left unannotated (the "noisy negative" the seed found). Rectangles and polygons
     alternate by clip, with corners in a different order each frame.
     """
@@ -260,12 +262,12 @@ def write_synthetic_hospital(
                                        "boxes": written, "lesion_boxes": [list(b) for b in frame_boxes],
                                        "unannotated": unannotated})
             _write_members(os.path.join(exports, video_id), members, clip["zipped"])
-            if p == 3 and k == 1:
+            if p in dicom_patients:
                 clip["dicom"] = f"dicom/{mrn}_{accession}_{k}.dcm"
                 write_dicom_cine(os.path.join(out_dir, clip["dicom"]), frames, "RGB", scan_box,
                                  fake_patient_tags(mrn, accession))
             clips.append(clip)
-            if clip["zipped"]:
+            if clip["zipped"] and not clip["dicom"]:
                 continue  # its frames exist only inside the zip
             for frame in clip["frames"]:
                 image_path = clip["dicom"] or frame["image"]

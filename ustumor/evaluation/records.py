@@ -1,8 +1,8 @@
 """Per-image predictions joined with ground truth: what every ustumor metric is computed from.
 
 Predictions come from the model's outputs (already in original-image coordinates, see
-``CropAwareRCNN``); ground truth and per-image metadata (``patient_id``, ``clip_id``,
-``busi_class``, ...) come from the dataset's dicts in Detectron2's ``DatasetCatalog``,
+``CropAwareRCNN``); ground truth and per-image metadata (:mod:`ustumor.data.fields`: ``patient_id``,
+``clip_id``, ``diagnosis``, ...) come from the dataset's dicts in Detectron2's ``DatasetCatalog``,
 because the test-time mapper drops annotations.
 """
 import itertools
@@ -16,10 +16,12 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
+from ..data.fields import ALL_FIELDS
+
 logger = logging.getLogger(__name__)
 
-# Dataset-dict fields copied into ImageRecord.meta: identity, grouping and labels.
-META_FIELDS = ("file_name", "patient_id", "clip_id", "frame_index", "group_id", "busi_class", "split")
+# Dataset-dict fields copied into ImageRecord.meta: the file, identity, grouping and labels.
+META_FIELDS = ("file_name",) + ALL_FIELDS
 
 
 @dataclass

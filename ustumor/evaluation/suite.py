@@ -12,6 +12,13 @@ Definitions (TP/FP/FN/TN at the operating point are those of
   found), "fp" (no lesion, a kept prediction), "tn" (no lesion, no kept prediction);
 - a patient (or clip) with lesions is detected ("tp") if any of its frames is "tp",
   otherwise "fn"; one without lesions is "tn" if all its frames are, otherwise "fp";
+- ``image_level`` (``patient_level``, ``clip_level``) ``tp/fn/fp/tn`` count images
+  (patients, clips) by those outcomes; ``lesion_level`` ``tp/fn`` count lesions (found,
+  missed) and ``fp`` kept predictions that found none, so an image with two lesions, one
+  missed, adds one image TP but a lesion TP and a lesion FN. ``penalized_iou``'s
+  ``tp/fp/fn`` are the lesion-level ones and its ``tn`` counts images. Printed tables,
+  ``tools/visualize_predictions.py`` and the report label every count with its unit
+  (:data:`COUNTS`);
 - sensitivity = tp / (tp + fn), specificity = tn / (tn + fp) at each level;
 - FROC: :mod:`ustumor.evaluation.froc` (all detections, hit at IoU >= TEST.FROC.IOU_THRESH);
 - image-level ROC ("is there a lesion?"): an image scores its highest detection score (0
@@ -60,8 +67,9 @@ json does; AP values in percent, every other rate in [0, 1])::
     }
 
 Beside it, in the same folder: ``penalized_iou_sweep.json``/``.csv`` (the sweep as rows)
-and ``per_image.json``: one entry per image, ``{"image_id", "file_name", "patient_id",
-"clip_id", "outcome", "tp", "fp", "fn", "gt_boxes", "predictions": [{"box", "score",
+and ``per_image.json``: one entry per image, ``{"image_id", "file_name", <the identity
+fields the image has: "patient_id", "accession", "clip_id", "frame_id", "dicom_frame">,
+"outcome", "tp", "fp", "fn", "gt_boxes", "predictions": [{"box", "score",
 "class", "outcome", "iou"}]}`` with the kept predictions at the operating point.
 """
 import json
@@ -73,6 +81,7 @@ import numpy as np
 from detectron2.data import MetadataCatalog
 from tabulate import tabulate
 
+from ..data.fields import CLIP_ID, IDENTITY_FIELDS, PATIENT_ID
 from .average_precision import CocoMatches
 from .bootstrap import all_once, bootstrap, clusters_of
 from .froc import DEFAULT_FPS_PER_IMAGE, PooledHits, image_hits
@@ -83,7 +92,8 @@ from .roc import roc_auc, roc_curve
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MedicalEvaluationSuite", "SuiteAnalysis", "evaluate_suite", "format_results_table"]
+__all__ = ["MedicalEvaluationSuite", "SuiteAnalysis", "evaluate_suite", "format_results_table", "count_rows",
+           "count_legend", "COUNTS", "COUNT_DEFINITIONS"]
 
 # Metrics that get confidence intervals, per section (counts and settings do not).
 HEADLINE = {
@@ -98,6 +108,10 @@ HEADLINE = {
     "malignancy": ("auc",),
     "penalized_iou": ("piou",),
 }
+
+
+# Aggregation levels above the image: a patient (clip) is detected if any of its frames is.
+LEVELS = {"patient_level": PATIENT_ID, "clip_level": CLIP_ID}
 
 
 def _ratio(numerator, denominator):
@@ -137,7 +151,7 @@ class SuiteAnalysis:
         self.coco_classes = (CocoMatches(records, self.class_names, class_agnostic=False)
                              if len(self.class_names) > 1 else None)
         self.units = [r.unit(cluster_by) for r in records]
-        self.levels = {level: key for level, key in (("patient_level", "patient_id"), ("clip_level", "clip_id"))
+        self.levels = {level: key for level, key in LEVELS.items()
                        if any(r.meta.get(key) not in (None, "") for r in records)}
         self.malignant = None
         if {"benign", "malignant"} <= set(self.class_names):
@@ -243,7 +257,7 @@ def per_image_entries(analysis, class_names):
         ]
         entries.append({
             "image_id": record.image_id, "file_name": record.meta.get("file_name"),
-            "patient_id": record.meta.get("patient_id"), "clip_id": record.meta.get("clip_id"),
+            **{key: record.meta.get(key) for key in IDENTITY_FIELDS if key in record.meta},
             "outcome": match.outcome, "tp": match.tp, "fp": match.fp, "fn": match.fn,
             "gt_boxes": record.gt_boxes.tolist(), "predictions": predictions,
         })
@@ -318,10 +332,53 @@ def format_results_table(results):
             interval = intervals.get(f"{section}/{name}")
             ci = f"[{_number(interval['low'])}, {_number(interval['high'])}]" if interval else ""
             rows.append((section, name, _number(values[name]), ci))
-    if "penalized_iou" in results and "tp" in results["penalized_iou"]:
-        p = results["penalized_iou"]
-        rows.append(("penalized_iou", "TP/FP/FN/TN", f"{p['tp']}/{p['fp']}/{p['fn']}/{p['tn']}", ""))
+    counts = count_rows(results)
+    rows.extend((section, label, value, "") for section, label, value in counts)
     settings = results.get("settings", {}).get("bootstrap", {})
     header = ("section", "metric", "value",
               f"{100 * settings.get('confidence', 0.95):g}% CI" if intervals else "")
-    return tabulate(rows, headers=header, tablefmt="pipe")
+    table = tabulate(rows, headers=header, tablefmt="pipe")
+    return "\n".join([table, *count_legend(results)]) if counts else table
+
+
+# The operating point's counts, each with the unit it counts (module docstring).
+COUNTS = (
+    ("lesion_level", "lesions", ("tp", "fp", "fn")),
+    ("image_level", "images", ("tp", "fp", "fn", "tn")),
+    ("patient_level", "patients", ("tp", "fp", "fn", "tn")),
+    ("clip_level", "clips", ("tp", "fp", "fn", "tn")),
+)
+COUNT_DEFINITIONS = {
+    "lesions": "TP a lesion found, FN a lesion missed, FP a kept prediction that found no lesion",
+    "images": "TP has lesions and one was found, FN has lesions and none was found, "
+              "FP no lesion but a kept prediction, TN no lesion and no kept prediction",
+}
+
+
+def count_rows(results):
+    """``[(section, label, "a/b/c")]``: the operating point's counts, labelled with their unit,
+    e.g. ``("lesion_level", "lesions TP/FP/FN", "46/0/5")``. Results holding penalised IoU
+    alone (evaluation during training) give its lesion TP/FP/FN and its image TN."""
+    rows = []
+    for section, unit, names in COUNTS:
+        values = results.get(section)
+        if isinstance(values, dict) and all(name in values for name in names):
+            rows.append((section, f"{unit} {'/'.join(n.upper() for n in names)}",
+                         "/".join(str(values[n]) for n in names)))
+    piou = results.get("penalized_iou")
+    if not rows and isinstance(piou, dict) and all(k in piou for k in ("tp", "fp", "fn", "tn")):
+        rows.append(("penalized_iou", "lesions TP/FP/FN", f"{piou['tp']}/{piou['fp']}/{piou['fn']}"))
+        rows.append(("penalized_iou", "images TN", str(piou["tn"])))
+    return rows
+
+
+def count_legend(results):
+    """Lines saying what the counts of :func:`count_rows` count, at which operating point."""
+    point = results.get("settings") or results.get("penalized_iou") or {}
+    lines = []
+    if "score_thresh" in point:
+        lines.append(f"Counts at score >= {point['score_thresh']:g}, IoU >= {point['iou_thresh']:g}, "
+                     f"at most {point['top_k'] or 'all'} kept prediction(s) per image.")
+    lines.append(f"lesions: {COUNT_DEFINITIONS['lesions']}.")
+    lines.append(f"images: {COUNT_DEFINITIONS['images']}; a patient or clip is TP if any of its images is.")
+    return lines

@@ -8,8 +8,15 @@ run's ``TEST.PENALIZED_IOU`` thresholds, so the pictures agree with the numbers:
 - ``FP``: it has no lesion but a kept prediction;
 - ``TN``: no lesion, no kept prediction.
 
-Files are named ``{TP|FP|FN|TN}_<image>_iou_<x>_score_<y>.png`` (the seed's scheme), where
-``x``/``y`` describe the prediction that decided the outcome:
+These are image outcomes: an image counts once, whatever its number of lesions. They
+are what the evaluation suite counts in ``image_level`` (:func:`outcome_counts`), not the
+lesion-level TP/FP/FN (lesions found, false predictions, lesions missed) of
+``lesion_level`` and penalised IoU: an image with two lesions, one found, is one image TP
+but one lesion TP and one lesion FN.
+
+Files are named ``{TP|FP|FN|TN}_<image>_iou_<x>_score_<y>.png`` (the scheme of the
+original notebooks), the prefix being the image outcome, and ``x``/``y`` describing the
+prediction that decided it:
 
 - TP: the best hit's IoU and score;
 - FP: 0 and the highest kept score;
@@ -20,7 +27,8 @@ Files are named ``{TP|FP|FN|TN}_<image>_iou_<x>_score_<y>.png`` (the seed's sche
 
 The drawing shows truth boxes (dashed, teal), kept predictions (blue for a hit, orange
 for a false positive) and, on FN and TN images, that best prediction below the operating
-point (dotted yellow).
+point (dotted yellow); its caption gives the image outcome and, on images with lesions,
+how many of them were found.
 """
 import os
 import re
@@ -29,11 +37,11 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..evaluation.penalized_iou import ImageMatch, match_image, pairwise_iou
+from ..evaluation.penalized_iou import ImageMatch, match_image, pairwise_iou, summarize_matches
 from .drawing import add_caption, draw_boxes, to_rgb
 
 __all__ = ["OUTCOMES", "ImageOutcome", "image_outcome", "outcome_file_name", "image_names",
-           "render_outcome", "select_outcomes", "wrongness"]
+           "outcome_caption", "render_outcome", "outcome_counts", "select_outcomes", "wrongness"]
 
 OUTCOMES = ("tp", "fp", "fn", "tn")
 
@@ -68,18 +76,22 @@ def _safe(text):
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_") or "image"
 
 
-def image_names(file_names: Sequence[str]) -> List[str]:
+def image_names(file_names: Sequence[str], frame_ids: Optional[Sequence] = None) -> List[str]:
     """File-name-safe names: the file's stem (``benign (12).png`` -> ``benign_12``), prefixed
-    with its parent folders where stems repeat within the dataset."""
+    with its parent folders where stems repeat within the dataset. ``frame_ids``: each
+    image's frame within a multi-frame file (None for a single image), appended as
+    ``_frame<id>`` so the frames of one DICOM cine get names of their own."""
     parts = [os.path.normpath(f).split(os.sep) for f in file_names]
+    suffixes = ["" if frame is None else f"_frame{frame}" for frame in (frame_ids or [None] * len(parts))]
     depth = {i: 1 for i in range(len(parts))}
     while True:
-        names = [_safe("_".join([*p[-depth[i]:-1], os.path.splitext(p[-1])[0]])) for i, p in enumerate(parts)]
+        names = [_safe("_".join([*p[-depth[i]:-1], os.path.splitext(p[-1])[0]]) + suffixes[i])
+                 for i, p in enumerate(parts)]
         seen = {}
         for i, name in enumerate(names):
             seen.setdefault(name, []).append(i)
         # only different files that share a name need a longer one
-        clashes = [i for group in seen.values() if len({tuple(parts[j]) for j in group}) > 1
+        clashes = [i for group in seen.values() if len({(tuple(parts[j]), suffixes[j]) for j in group}) > 1
                    for i in group if depth[i] < len(parts[i])]
         if not clashes:
             break
@@ -137,12 +149,34 @@ def render_outcome(image, outcome: ImageOutcome, class_names: Optional[Sequence[
         predictions.append({"box": outcome.pred_boxes[index], "score": outcome.pred_scores[index],
                             "outcome": "below", "label": "below"})
     drawn = draw_boxes(to_rgb(image), outcome.gt_boxes, predictions)
-    caption = [f"{outcome.outcome.upper()}   IoU {outcome.iou:.2f}   score {outcome.score:.2f}   "
-               f"{os.path.basename(outcome.file_name)}"]
+    caption = outcome_caption(outcome)
     if below:
         threshold = f" {score_thresh:.2f}" if score_thresh is not None else ""
         caption.append(f"dotted yellow: best prediction, below the score threshold{threshold}")
     return add_caption(drawn, caption)
+
+
+def outcome_caption(outcome: ImageOutcome):
+    """The picture's caption lines: the image outcome, the deciding prediction's IoU and
+    score, and the lesion-level counts behind it."""
+    match = outcome.match
+    parts = [f"image {outcome.outcome.upper()}", f"IoU {outcome.iou:.2f}", f"score {outcome.score:.2f}"]
+    if len(outcome.gt_boxes):
+        parts.append(f"lesions found {match.tp}/{match.tp + match.fn}")
+    if match.fp:
+        parts.append(f"false predictions {match.fp}")
+    return [", ".join(parts + [os.path.basename(outcome.file_name)])]
+
+
+def outcome_counts(outcomes: Sequence[ImageOutcome]):
+    """``{"image_counts": {tp, fp, fn, tn}, "lesion_counts": {tp, fp, fn}}``: images by their
+    outcome, and lesions found (tp) and missed (fn) with the kept predictions that found
+    none (fp), pooled as the evaluation suite pools its ``image_level`` and ``lesion_level``."""
+    matches = [o.match for o in outcomes]
+    images = [m.outcome for m in matches]
+    lesions = summarize_matches(matches)
+    return {"image_counts": {o: images.count(o) for o in OUTCOMES},
+            "lesion_counts": {o: int(lesions[o]) for o in ("tp", "fp", "fn")}}
 
 
 def select_outcomes(outcomes: Sequence[ImageOutcome], only=None, worst=None):

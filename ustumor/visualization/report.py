@@ -12,6 +12,10 @@ draws the training curves and evaluation plots into ``report/``, and writes
 mailed or archived; ``embed=False`` links them relatively instead. A missing part is
 named on the page with the command that makes it, never silently left out.
 
+Every count says what it counts: ``lesions TP/FP/FN`` (lesions found and missed, kept
+predictions that found none) apart from ``images TP/FP/FN/TN`` (each image once, by its
+outcome; the sample pictures' ``TP_``/``FP_``/``FN_`` prefixes are these image outcomes).
+
 The page checks itself when opened: a small script counts images that failed to load
 and shows a warning (and sets ``data-images-*`` on ``<body>`` for automated checks).
 """
@@ -25,6 +29,7 @@ import random
 
 import yaml
 
+from ..evaluation.suite import COUNT_DEFINITIONS, count_legend, count_rows
 from . import eval_plots, metric_plots
 
 __all__ = ["build_report", "config_summary", "split_summary", "metrics_rows"]
@@ -155,11 +160,20 @@ def metrics_rows(results):
         for name, value in (results.get(section) or {}).items():
             if f"{section}/{name}" not in intervals and isinstance(value, (int, float)) and not isinstance(value, bool):
                 rows.append((f"{section}/{name}", _number(float(value), 1 if section == "bbox" else 3), ""))
-    piou = results.get("penalized_iou") or {}
-    if all(k in piou for k in ("tp", "fp", "fn", "tn")):
-        counts = f"{piou['tp']} / {piou['fp']} / {piou['fn']} / {piou['tn']}"
-        rows.append(("TP / FP / FN / TN (lesions; TN: images)", counts, ""))
+    for _, label, counts in count_rows(results):  # e.g. "lesions TP/FP/FN", "images TP/FP/FN/TN"
+        rows.append((label.replace("/", " / "), counts.replace("/", " / "), ""))
     return rows, f"{100 * confidence:g}% CI"
+
+
+def outcome_count_text(index):
+    """``outcomes.json``'s counts, each with its unit (older indexes have image counts only)."""
+    images = index.get("image_counts") or {k.lower(): v for k, v in (index.get("counts") or {}).items()}
+    parts = []
+    for unit, counts in (("images", images), ("lesions", index.get("lesion_counts"))):
+        if counts:
+            numbers = ", ".join(f"{k.upper()} {v}" for k, v in counts.items())
+            parts.append(f"{unit} {numbers} ({COUNT_DEFINITIONS[unit]})")
+    return "; ".join(parts)
 
 
 class _Page:
@@ -170,11 +184,13 @@ class _Page:
         self.embed = embed
         self.parts = []
         self.missing = []
+        self.level_offset = 0  # 1 on a page of several runs: each run's sections sit under its heading
 
     def add(self, text):
         self.parts.append(text)
 
     def heading(self, text, level=2):
+        level += self.level_offset
         self.add(f"<h{level}>{_escape(text)}</h{level}>")
 
     def note_missing(self, what, how):
@@ -232,18 +248,59 @@ def _sample_outcomes(index_path, per_outcome, seed):
     return index, chosen
 
 
-def build_report(output_dir, page_path=None, datasets=None, embed=True, samples=4, seed=0):
-    """Write the run's report page; returns ``(page path, list of parts that were missing)``.
+def build_report(output_dirs, page_path=None, datasets=None, embed=True, samples=4, seed=0):
+    """Write the report page of one run, or of several (e.g. both stages of the two-stage
+    workflow, in order); returns ``(page path, list of parts that were missing)``.
 
     Args:
+        output_dirs: a run's ``OUTPUT_DIR``, or a list of them.
+        page_path: default ``<OUTPUT_DIR>/report.html`` (required for several runs).
         datasets: evaluated datasets to include (default: every ``inference/<dataset>/results.json``).
         samples: images per outcome (TP, FP, FN) and Grad-CAM images per dataset.
     """
-    output_dir = os.path.abspath(output_dir)
-    page_path = page_path or os.path.join(output_dir, "report.html")
-    assets = os.path.join(output_dir, "report")
+    output_dirs = [output_dirs] if isinstance(output_dirs, str) else list(output_dirs)
+    output_dirs = [os.path.abspath(d) for d in output_dirs]
+    if page_path is None:
+        if len(output_dirs) > 1:
+            raise ValueError("a report of several runs needs page_path")
+        page_path = os.path.join(output_dirs[0], "report.html")
     page = _Page(page_path, embed)
-    run_name = os.path.basename(output_dir.rstrip(os.sep))
+    run_names = [os.path.basename(d.rstrip(os.sep)) for d in output_dirs]
+    if len(output_dirs) > 1:
+        page.level_offset = 1
+        page.add("<p>Runs: " + ", ".join(f'<a href="#run-{_escape(n)}">{_escape(n)}</a>' for n in run_names) + "</p>")
+    for output_dir, run_name in zip(output_dirs, run_names):
+        if len(output_dirs) > 1:
+            page.add(f'<h2 id="run-{_escape(run_name)}">Run: {_escape(run_name)}</h2>'
+                     f'<p class="subtitle">{_escape(output_dir)}</p>')
+        _add_run(page, output_dir, datasets, samples, seed)
+
+    created = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    missing = ("" if not page.missing else
+               f'<p class="missing">Missing from this report: {_escape(", ".join(page.missing))}.</p>')
+    title = ", ".join(run_names)
+    document = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ustumor report: {_escape(title)}</title>
+<style>{STYLE}</style></head>
+<body><div id="image-check"></div>
+<h1>ustumor run report: {_escape(title)}</h1>
+<p class="subtitle">{_escape(", ".join(output_dirs))} &middot; generated {created}</p>
+{missing}
+{''.join(page.parts)}
+<script>{CHECK_SCRIPT}</script>
+</body></html>
+"""
+    os.makedirs(os.path.dirname(os.path.abspath(page_path)), exist_ok=True)
+    temporary = f"{page_path}.tmp{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(document)
+    os.replace(temporary, page_path)
+    return page_path, page.missing
+
+
+def _add_run(page, output_dir, datasets, samples, seed):
+    """The sections of one run: configuration, splits, curves, evaluation, pictures."""
+    assets = os.path.join(output_dir, "report")
 
     # --- what was trained
     page.heading("Configuration")
@@ -292,6 +349,8 @@ def build_report(output_dir, page_path=None, datasets=None, embed=True, samples=
         page.heading(f"Evaluation on {dataset}")
         rows, ci_header = metrics_rows(results)
         page.table(("metric", "estimate", ci_header), rows, numeric=(1, 2))
+        if count_rows(results):
+            page.add("<p>" + "<br>".join(_escape(line) for line in count_legend(results)) + "</p>")
         written = eval_plots.plot_results(results, os.path.join(assets, "eval", dataset))
         page.images([(p, name.replace("_", " ")) for name, p in written.items()])
 
@@ -305,13 +364,14 @@ def build_report(output_dir, page_path=None, datasets=None, embed=True, samples=
     for dataset, index_path in outcome_indexes.items():
         index, chosen = _sample_outcomes(index_path, samples, seed)
         settings = index.get("settings", {})
-        counts = ", ".join(f"{k} {v}" for k, v in (index.get("counts") or {}).items())
-        page.add(f"<p><b>{_escape(dataset)}</b>: outcomes at score \u2265 {_escape(settings.get('score_thresh'))}, "
-                 f"IoU \u2265 {_escape(settings.get('iou_thresh'))}, top {_escape(settings.get('top_k'))}; "
-                 f"counts {_escape(counts)}. Teal dashed: truth; blue: hit; orange: false positive; "
+        page.add(f"<p><b>{_escape(dataset)}</b>: image outcomes at score \u2265 "
+                 f"{_escape(settings.get('score_thresh'))}, IoU \u2265 {_escape(settings.get('iou_thresh'))}, "
+                 f"top {_escape(settings.get('top_k'))}; "
+                 f"{_escape(outcome_count_text(index))}. Teal dashed: truth; blue: hit; orange: false positive; "
                  f"dotted yellow: best prediction below the threshold.</p>")
         for outcome, items in chosen:
-            page.heading(f"{outcome.upper()} ({'worst first' if outcome != 'tp' else 'random sample'})", level=3)
+            page.heading(f"{outcome.upper()} images ({'worst first' if outcome != 'tp' else 'random sample'})",
+                         level=3)
             if items:
                 page.images(items, css="sample")
             else:
@@ -342,24 +402,3 @@ def build_report(output_dir, page_path=None, datasets=None, embed=True, samples=
             if os.path.isfile(os.path.join(folder, e["file"])):
                 items.append((os.path.join(folder, e["file"]), caption))
         page.images(items, css="sample")
-
-    created = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    missing = ("" if not page.missing else
-               f'<p class="missing">Missing from this report: {_escape(", ".join(page.missing))}.</p>')
-    document = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>ustumor report: {_escape(run_name)}</title>
-<style>{STYLE}</style></head>
-<body><div id="image-check"></div>
-<h1>ustumor run report: {_escape(run_name)}</h1>
-<p class="subtitle">{_escape(output_dir)} &middot; generated {created}</p>
-{missing}
-{''.join(page.parts)}
-<script>{CHECK_SCRIPT}</script>
-</body></html>
-"""
-    os.makedirs(os.path.dirname(os.path.abspath(page_path)), exist_ok=True)
-    temporary = f"{page_path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(document)
-    os.replace(temporary, page_path)
-    return page_path, page.missing
