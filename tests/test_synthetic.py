@@ -203,6 +203,66 @@ def test_workspace_box_holds_the_scan_exactly(scan_hw):
 
 
 # --------------------------------------------------------------------------
+# Dark frames, render_screenshots
+# --------------------------------------------------------------------------
+def _darkest_border_block(scan, block=8):
+    """Mean grey of the darkest block x block square along the scan's border."""
+    means = []
+    for strip in (scan[:block], scan[-block:], scan[:, :block].T, scan[:, -block:].T):
+        count = strip.shape[1] // block
+        means.extend(strip[:, : count * block].reshape(block, count, block).mean(axis=(0, 2)))
+    return min(means)
+
+
+def test_dark_screenshots_have_low_gain_and_dark_tissue_at_the_scan_border():
+    shots = list(synthetic.render_screenshots(seed=5, num_frames=40, dark_fraction=0.25))
+    assert [shot.dark for shot in shots].count(True) == 10
+    scans = {True: [], False: []}
+    for shot in shots:
+        x0, y0, x1, y1 = shot.scan_box
+        scan = shot.image[y0:y1, x0:x1, 0].astype(np.float64)
+        scans[shot.dark].append(scan)
+        # The generator's boxes: the scan is grey (equal channels), lesions lie inside it.
+        assert np.array_equal(shot.image[y0:y1, x0:x1, 0], shot.image[y0:y1, x0:x1, 2])
+        for lx0, ly0, lx1, ly1 in shot.lesion_boxes:
+            assert x0 < lx0 < lx1 < x1 and y0 < ly0 < ly1 < y1
+    # Low gain: every dark scan is darker overall than every normal one.
+    assert max(scan.mean() for scan in scans[True]) < min(scan.mean() for scan in scans[False])
+    # Dark tissue reaching the border: dim 8x8 blocks on the scan's edge, which stay
+    # above the screen's black (grey 0-4 around the scan): a noise floor, as on a scanner.
+    assert all(4 < _darkest_border_block(scan) < 16 for scan in scans[True])
+    assert all(_darkest_border_block(scan) > 32 for scan in scans[False])
+
+
+def test_screenshots_do_not_depend_on_the_number_of_frames():
+    few = list(synthetic.render_screenshots(seed=2, num_frames=3, dark_fraction=0.5))
+    more = list(synthetic.render_screenshots(seed=2, num_frames=5, dark_fraction=0.5))
+    for a, b in zip(few, more):
+        assert np.array_equal(a.image, b.image) and a.scan_box == b.scan_box
+        assert a.lesion_boxes == b.lesion_boxes and (a.kind, a.dark) == (b.kind, b.dark)
+    with pytest.raises(ValueError):
+        next(synthetic.render_screenshots(seed=2, num_frames=1, dark_fraction=1.5))
+
+
+def test_dark_fraction_in_a_written_dataset(tmp_path):
+    _, plain = _write(tmp_path / "plain", num_images=10, duplicate_fraction=0.2)
+    _, mixed = _write(tmp_path / "mixed", num_images=10, duplicate_fraction=0.2, dark_fraction=0.5)
+    assert not any(record["dark"] for record in plain["images"])
+    dark = {record["file"] for record in mixed["images"] if record["dark"]}
+    assert 0 < len(dark) < 10
+    # Near-duplicates share their scan, dark or not.
+    for first, second in mixed["near_duplicates"]:
+        assert (first in dark) == (second in dark)
+    # The other scans are exactly those written without dark frames.
+    for record in mixed["images"]:
+        same = np.array_equal(_read(tmp_path / "mixed", record["file"]),
+                              _read(tmp_path / "plain", record["file"]))
+        assert same == (record["file"] not in dark), record["file"]
+    with pytest.raises(ValueError):
+        _write(tmp_path / "bad", num_images=4, dark_fraction=-0.1)
+
+
+# --------------------------------------------------------------------------
 # write_phantom_dataset
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("workspace", [False, True])

@@ -1,10 +1,12 @@
 """Scan-window crop on synthetic scanner screenshots (ustumor.data.ultrasound).
 
-The screenshots are built here, independent of ustumor.data.synthetic: a
+Most screenshots are built here, independent of ustumor.data.synthetic: a
 speckle scan in a 600x800 black workspace with GUI text on every side, a
 body-marker pictogram, a grey-scale bar, depth ticks and sometimes a thin
 frame; plus a dark (low-gain) scan, a curvilinear fan, JPEG-compressed
-screenshots, an already-cropped image and an all-black frame.
+screenshots, an already-cropped image and an all-black frame. One test uses
+the phantom's screenshot sets with dark frames (dark tissue reaching the
+scan's border), scored against the generator's own scan and lesion boxes.
 """
 import logging
 
@@ -12,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ustumor.data.synthetic import render_screenshots
 from ustumor.data.ultrasound import (
     CropFailureCounter,
     CropResult,
@@ -234,6 +237,24 @@ def test_seed_rule_fails_on_dark_scan():
     assert iou(seed_rule_crop(bright), bright_box) >= 0.9  # fine on a normal frame ...
     assert iou(seed_rule_crop(dark), dark_box) < 0.5  # ... but not on a dark one
     assert iou(crop_ultrasound_window(dark), dark_box) >= 0.97
+
+
+def test_phantom_screenshots_with_dark_borders_recovered_without_cutting_lesions():
+    """Dark tissue reaching the scan's border (far field, fat, a shadow) sits below the
+    edge level; the crop must keep it, and with it any lesion near that border."""
+    shots = list(render_screenshots(seed=9, num_frames=200, dark_fraction=0.25))
+    assert sum(shot.dark for shot in shots) == 50
+    recovered, lesions_cut, lesions = {True: 0, False: 0}, 0, 0
+    for shot in shots:
+        box, ok = crop_ultrasound_window_or_full(cv2.cvtColor(shot.image, cv2.COLOR_RGB2GRAY))
+        recovered[shot.dark] += ok and iou(box, shot.scan_box) >= 0.95
+        for x0, y0, x1, y1 in shot.lesion_boxes:
+            lesions += 1
+            lesions_cut += not (x0 >= box[0] and y0 >= box[1] and x1 <= box[2] and y1 <= box[3])
+    assert lesions > 100
+    assert lesions_cut == 0
+    assert recovered[False] == 150
+    assert recovered[True] >= 49  # at most one dark frame of 50 missed
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -18,6 +18,10 @@ Image model, in the order it is applied by :func:`render_phantom`:
    magnitude of low-pass filtered complex Gaussian noise, i.e. Rayleigh
    distributed, elongated laterally), a display gamma and a mild blur.
 
+Optionally (``dark=True``) a low-gain frame: dark tissue reaching the scan's
+border (fat, a shadow, the far field) above a receiver-noise floor, for the
+scan-window crop (:func:`render_screenshots` makes sets of such screenshots).
+
 The lesions are much darker than any normal tissue on purpose: the phantom
 must be learnable by a small detector trained from scratch in a few hundred
 iterations.
@@ -25,7 +29,7 @@ iterations.
 import json
 import os
 import shutil
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -36,6 +40,8 @@ __all__ = [
     "add_calipers",
     "embed_in_workspace",
     "embed_mask",
+    "PhantomScreenshot",
+    "render_screenshots",
     "write_phantom_dataset",
 ]
 
@@ -50,9 +56,15 @@ _LESION_SIZE_RANGE = (0.08, 0.35)
 # Smaller upper bound when two lesions have to share one image.
 _TWO_LESION_SIZE_RANGE = (0.08, 0.24)
 _TWO_LESION_PROBABILITY = 0.1
+# Fractions of benign, malignant and normal images in BUSI.
+_BUSI_CLASS_FRACTIONS = (0.55, 0.27, 0.18)
 # Pixels kept free between a lesion and the image border / another lesion.
 _BORDER_MARGIN = 3
 _LESION_GAP = 6
+# Dark (low-gain) scans: display gain (a normal scan's is 185-205) and the grey
+# level of the receiver-noise floor (the median of its speckle is a little lower).
+_DARK_DISPLAY_GAIN = (50.0, 100.0)
+_DARK_FLOOR_GREY = (5.0, 10.0)
 
 # Text drawn on the simulated scanner screen (fake, but typical of BUSI).
 _VENDORS = ("PHILIPS", "GE", "SIEMENS", "TOSHIBA", "SAMSUNG")
@@ -277,11 +289,57 @@ def _add_lesion(rng, tissue, mask, kind):
     return tissue.astype(np.float32)
 
 
+def _add_dark_regions(rng, tissue, masks):
+    """Low-echo tissue reaching the scan's border, as in low-gain frames of fatty breasts.
+
+    One to three of: a fat lobe against the left or right border; an acoustic
+    shadow (under a lesion, or from a ligament or rib) running down to the
+    bottom border; a strongly attenuated far field along the whole bottom.
+    Multiplies ``tissue``; :func:`render_phantom` then adds the noise floor that
+    keeps such regions faintly visible, as on a real scanner.
+    """
+    height, width = tissue.shape
+    rows = np.arange(height, dtype=np.float32)[:, None]
+    cols = np.arange(width, dtype=np.float32)[None, :]
+    kinds = [k for k, p in (("fat", 0.5), ("shadow", 0.5), ("far_field", 0.35)) if rng.random() < p]
+    if not kinds:
+        kinds = [("fat", "shadow", "far_field")[int(rng.integers(3))]]
+    darkness = np.zeros((height, width), np.float32)
+    if "fat" in kinds:
+        # A large ellipse centred on (or just beyond) a lateral border.
+        left = rng.random() < 0.5
+        centre_x = width * (rng.uniform(-0.1, 0.05) if left else rng.uniform(0.95, 1.1))
+        centre_y = height * rng.uniform(0.35, 0.75)
+        axis_x, axis_y = width * rng.uniform(0.2, 0.4), height * rng.uniform(0.3, 0.6)
+        inside = ((cols - centre_x) / axis_x) ** 2 + ((rows - centre_y) / axis_y) ** 2 <= 1.0
+        lobe = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 4.0)
+        darkness = np.maximum(darkness, rng.uniform(0.85, 0.97) * lobe)
+    if "shadow" in kinds:
+        # Down to the bottom border, soft at the sides.
+        if masks and rng.random() < 0.7:
+            # Behind a lesion: every column it covers, from its lower edge down.
+            lesion = masks[int(rng.integers(len(masks)))] > 0
+            band = ((np.cumsum(lesion, axis=0) > 0) & ~lesion).astype(np.float32)
+        else:
+            span = int(width * rng.uniform(0.1, 0.35))
+            c0 = 0 if rng.random() < 0.3 else int(rng.integers(0, width - span))
+            band = np.zeros((height, width), np.float32)
+            band[int(height * rng.uniform(0.15, 0.6)):, c0:c0 + span] = 1.0
+        band = cv2.GaussianBlur(band, (0, 0), sigmaX=4.0, sigmaY=2.0)
+        darkness = np.maximum(darkness, rng.uniform(0.9, 0.98) * band)
+    if "far_field" in kinds:
+        # Attenuation the time-gain compensation does not make up for.
+        start = rng.uniform(0.55, 0.8) * height
+        ramp = np.clip((rows - start) / max(1.0, rng.uniform(0.1, 0.2) * height), 0.0, 1.0)
+        darkness = np.maximum(darkness, rng.uniform(0.9, 0.98) * ramp)
+    return (tissue * (1.0 - darkness)).astype(np.float32)
+
+
 # --------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------
 def render_phantom(
-    rng: np.random.Generator, height: int, width: int, kind: str
+    rng: np.random.Generator, height: int, width: int, kind: str, dark: bool = False
 ) -> Tuple[np.ndarray, List[np.ndarray]]:
     """Render one synthetic breast-ultrasound scan.
 
@@ -289,6 +347,13 @@ def render_phantom(
         rng: source of all randomness; the same generator state gives the same image.
         height, width: size of the scan in pixels.
         kind: "benign", "malignant" or "normal".
+        dark: a low-gain frame (display gain a quarter to a half of a normal
+            frame's) with dark tissue reaching the scan's border: one to three
+            of a fat lobe at a side, an acoustic shadow down to the bottom and
+            an attenuated far field (a lesion there darkens with it). Those
+            regions stay dimly visible above the black of the screen (a noise
+            floor, grey about 4-10), as on a real scanner. ``False`` draws
+            exactly the random numbers it always did.
 
     Returns:
         image: uint8 (height, width) grey scan.
@@ -315,14 +380,23 @@ def render_phantom(
             raise RuntimeError(f"could not place a lesion in a {height}x{width} image")
         for mask in masks:
             tissue = _add_lesion(rng, tissue, mask, kind)
+    if dark:
+        tissue = _add_dark_regions(rng, tissue, masks)
 
     # Depth gain: the near field is brighter, deep tissue attenuated.
     rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
     tissue = tissue * (rng.uniform(1.05, 1.2) - rng.uniform(0.25, 0.4) * rows)
 
-    intensity = tissue * _speckle_envelope(rng, height, width)
+    speckle = _speckle_envelope(rng, height, width)
     # A compressive gamma, like the scanner's log compression, tames the speckle contrast.
-    display = rng.uniform(185, 205) * np.power(np.clip(intensity, 0, None), rng.uniform(0.6, 0.75))
+    gain = rng.uniform(*_DARK_DISPLAY_GAIN) if dark else rng.uniform(185, 205)
+    gamma = rng.uniform(0.6, 0.75)
+    if dark:
+        # Receiver noise: the darkest tissue still shows as dim speckle, never as the
+        # exact black of the screen around the scan.
+        floor_grey = rng.uniform(*_DARK_FLOOR_GREY)
+        tissue = np.maximum(tissue, (floor_grey / gain) ** (1.0 / gamma))
+    display = gain * np.power(np.clip(tissue * speckle, 0, None), gamma)
     display = cv2.GaussianBlur(display, (0, 0), rng.uniform(0.5, 0.8))
     image = np.clip(display + 0.5, 0, 255).astype(np.uint8)
     return image, masks
@@ -507,6 +581,59 @@ def embed_mask(
 
 
 # --------------------------------------------------------------------------
+# Screenshot sets (scan-window crop tests and benchmarks)
+# --------------------------------------------------------------------------
+class PhantomScreenshot(NamedTuple):
+    """One frame of :func:`render_screenshots`.
+
+    Attributes:
+        image: uint8 (H, W, 3) RGB scanner screenshot.
+        scan_box: exclusive (x0, y0, x1, y1) of the scan in it.
+        lesion_boxes: exclusive (x0, y0, x1, y1) of each lesion's mask in it.
+        kind: "benign", "malignant" or "normal".
+        dark: rendered with ``render_phantom(..., dark=True)``.
+    """
+
+    image: np.ndarray
+    scan_box: Tuple[int, int, int, int]
+    lesion_boxes: List[Tuple[int, int, int, int]]
+    kind: str
+    dark: bool
+
+
+def render_screenshots(
+    seed: int,
+    num_frames: int,
+    dark_fraction: float = 0.0,
+    workspace_hw: Tuple[int, int] = (600, 800),
+) -> Iterator[PhantomScreenshot]:
+    """Phantom scans of many sizes on scanner screenshots, with their true boxes.
+
+    Scan sizes range from about a third of the screen to nearly the largest
+    that fits between its margins; classes follow the BUSI fractions. Frame
+    ``i`` depends on ``(seed, i, dark_fraction, workspace_hw)`` only, not on
+    ``num_frames``; the ``int(dark_fraction * num_frames)`` dark frames are
+    spread evenly (every fourth frame for 0.25).
+    """
+    if not 0.0 <= dark_fraction <= 1.0:
+        raise ValueError(f"dark_fraction must be in [0, 1], got {dark_fraction}")
+    screen_h, screen_w = int(workspace_hw[0]), int(workspace_hw[1])
+    for index in range(int(num_frames)):
+        rng = np.random.default_rng([seed, index])
+        dark = int((index + 1) * dark_fraction) > int(index * dark_fraction)
+        kind = str(rng.choice(PHANTOM_CLASSES, p=_BUSI_CLASS_FRACTIONS))
+        height = int(rng.uniform(0.33, 0.87) * screen_h)
+        width = int(rng.uniform(0.33, 0.82) * screen_w)
+        scan, masks = render_phantom(rng, height, width, kind, dark=dark)
+        image, box = embed_in_workspace(rng, scan, workspace_hw)
+        lesion_boxes = []
+        for mask in masks:
+            x, y, w, h = cv2.boundingRect(embed_mask(mask, box, workspace_hw))
+            lesion_boxes.append((x, y, x + w, y + h))
+        yield PhantomScreenshot(image, tuple(int(v) for v in box), lesion_boxes, kind, dark)
+
+
+# --------------------------------------------------------------------------
 # Dataset writer
 # --------------------------------------------------------------------------
 def _allocate(total: int, fractions: Sequence[float]) -> List[int]:
@@ -535,8 +662,9 @@ def write_phantom_dataset(
     image_size: Tuple[int, int] = (256, 320),
     workspace: bool = False,
     duplicate_fraction: float = 0.1,
-    class_fractions: Sequence[float] = (0.55, 0.27, 0.18),
+    class_fractions: Sequence[float] = _BUSI_CLASS_FRACTIONS,
     overwrite: bool = False,
+    dark_fraction: float = 0.0,
 ) -> Dict[str, object]:
     """Write a phantom dataset in the layout of the BUSI release.
 
@@ -563,6 +691,9 @@ def write_phantom_dataset(
         class_fractions: fractions of benign, malignant and normal images.
         overwrite: replace an existing non-empty Dataset_BUSI_with_GT folder
             (it is deleted first) instead of raising FileExistsError.
+        dark_fraction: probability that a scan is rendered dark (low gain,
+            dark tissue reaching its border; see :func:`render_phantom`); its
+            near-duplicate is dark too. 0 writes exactly what it always did.
 
     Returns:
         dict with "counts" (images per class), "num_images",
@@ -575,6 +706,8 @@ def write_phantom_dataset(
     if not 0.0 <= duplicate_fraction <= 0.5:
         # Each duplicate needs its own original.
         raise ValueError("duplicate_fraction must be in [0, 0.5]")
+    if not 0.0 <= dark_fraction <= 1.0:
+        raise ValueError(f"dark_fraction must be in [0, 1], got {dark_fraction}")
     dataset_dir = os.path.join(out_dir, BUSI_ROOT_NAME)
     if os.path.isdir(dataset_dir) and os.listdir(dataset_dir):
         if not overwrite:
@@ -604,7 +737,10 @@ def write_phantom_dataset(
             # One generator per scan: a scan does not change when other counts do.
             scan_rng = np.random.default_rng([seed, class_index, 1, original_index])
             height, width = _jitter_size(scan_rng, image_size)
-            image, masks = render_phantom(scan_rng, height, width, class_name)
+            # Its own generator: the other scans stay as they are whatever dark_fraction is.
+            dark = bool(np.random.default_rng([seed, class_index, 2, original_index]).random()
+                        < dark_fraction)
+            image, masks = render_phantom(scan_rng, height, width, class_name, dark=dark)
             workspace_seed = int(scan_rng.integers(2**62))
             variants = [(int(numbers[original_index]), image)]
             if original_index in duplicated:
@@ -640,6 +776,7 @@ def write_phantom_dataset(
                     "num_lesions": len(masks),
                     "mask_files": mask_files,
                     "scan_size": [int(height), int(width)],
+                    "dark": dark,
                 }
                 if box is not None:
                     record["scan_box"] = [int(v) for v in box]
@@ -657,6 +794,7 @@ def write_phantom_dataset(
         "workspace_hw": list(workspace_hw) if workspace else None,
         "duplicate_fraction": float(duplicate_fraction),
         "class_fractions": [float(v) for v in class_fractions],
+        "dark_fraction": float(dark_fraction),
         "near_duplicates": pairs,
         "images": records,
     }

@@ -63,7 +63,9 @@ _NO_BORDER_RING_FRACTION = 0.6
 # Full-resolution edge refinement (see _place_edges).
 _EDGE_LEVEL_RATIO = 0.3  # signal there: above this times the scan's mean signal level, ...
 _MAX_EDGE_LEVEL = 12  # ... but at most this (and at least the background level)
-_GAP_LINE_FILL = 0.03  # a line with less signal than this is background
+_GAP_LINE_FILL = 0.03  # a line with less signal than this is background, ...
+_DIM_LINE_FILL = 0.4  # ... unless this much of it is above the background level (dark tissue), ...
+_DIM_LINE_FILL_GO_ON = 0.25  # ... or this much, in a run of dim lines that started so (hysteresis)
 _SCAN_RUN_PX = 6  # lines in a run that must look like scan: ...
 _SCAN_RUN_FILL_RATIO = 0.6  # ... their mean fill is >= this times the scan's typical fill, ...
 _SCAN_RUN_MIN_LINE_RATIO = 0.4  # ... at most a third has less than this times that, ...
@@ -176,7 +178,9 @@ def crop_ultrasound_window_or_full(image: np.ndarray, background_level: int = 4)
     5. at full resolution (thresholded a little higher, up to grey 12, to see
        through JPEG ringing), walk from inside the blob outward, row by row
        and then column by column, and put each edge at the first background
-       line; text, tick marks and frame lines sit beyond such a gap.
+       line; text, tick marks and frame lines sit beyond such a gap. A line
+       of dark tissue (low gain, fat, a shadow reaching the border) is not
+       background: below grey 12, but much of it above ``background_level``.
 
     Sector / curvilinear scans get the bounding box of the fan (the outermost
     one or two pixels of its thin corners may be cut). The typical cost is
@@ -231,11 +235,12 @@ def crop_ultrasound_window_or_full(image: np.ndarray, background_level: int = 4)
         np.ascontiguousarray(grey[centre]), np.ascontiguousarray(signal[centre])
     )[0]
     edge_level = int(round(min(_MAX_EDGE_LEVEL, _EDGE_LEVEL_RATIO * mean_signal)))
+    above_background = signal
     if edge_level > background_level:
         _, signal = cv2.threshold(grey, edge_level, 255, cv2.THRESH_BINARY)
     # The scan's typical fill, for telling a dark band inside it from a gap.
     typical_fill = float(np.count_nonzero(signal[centre])) / max(1, signal[centre].size)
-    box = _refine_box(signal, closed, coarse, typical_fill, margin=2 * factor + 4)
+    box = _refine_box(signal, above_background, closed, coarse, typical_fill, margin=2 * factor + 4)
     x0, y0, x1, y1 = box
     if (x1 - x0) < _MIN_SCAN_SIDE_FRACTION * width or (y1 - y0) < _MIN_SCAN_SIDE_FRACTION * height:
         box = coarse  # the refinement went astray; the blob's box is still close
@@ -318,7 +323,12 @@ def _find_scan_blob(
 
 
 def _refine_box(
-    signal: np.ndarray, closed: np.ndarray, coarse: Box, typical_fill: float, margin: int
+    signal: np.ndarray,
+    above_background: np.ndarray,
+    closed: np.ndarray,
+    coarse: Box,
+    typical_fill: float,
+    margin: int,
 ) -> Box:
     """Place the edges of a coarse scan box on the background gaps around the scan.
 
@@ -328,6 +338,7 @@ def _refine_box(
 
     Args:
         signal: full-resolution uint8 map, non-zero where above the edge level.
+        above_background: the same, non-zero where above the background level.
         closed: the scan blob in the small closed "has signal" map.
         coarse: the blob's box at full resolution.
         typical_fill: fraction of signal pixels inside the scan.
@@ -339,17 +350,26 @@ def _refine_box(
     x0, y0, x1, y1 = coarse
     trim = (x1 - x0) // 10
     new_y0, new_y1 = _place_edges(
-        signal, closed, (scale_y, scale_x), (y0, y1), (x0 + trim, x1 - trim), typical_fill, margin
+        signal, _line_counts(above_background[:, x0 + trim: x1 - trim], 1), closed,
+        (scale_y, scale_x), (y0, y1), (x0 + trim, x1 - trim), typical_fill, margin,
     )
     # Same walk along columns, on transposed views.
     new_x0, new_x1 = _place_edges(
-        signal.T, closed.T, (scale_x, scale_y), (x0, x1), (new_y0, new_y1), typical_fill, margin
+        signal.T, _line_counts(above_background[new_y0:new_y1], 0), closed.T,
+        (scale_x, scale_y), (x0, x1), (new_y0, new_y1), typical_fill, margin,
     )
     return new_x0, new_y0, new_x1, new_y1
 
 
+def _line_counts(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Non-zero pixels of each row (axis 1) or column (axis 0) of a {0, 255} uint8 map."""
+    # cv2.reduce is several times faster than numpy's count_nonzero(axis=...) here.
+    return cv2.reduce(mask, axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255
+
+
 def _place_edges(
     signal: np.ndarray,
+    dim_counts: np.ndarray,
     closed: np.ndarray,
     scales: Tuple[float, float],
     extent: Tuple[int, int],
@@ -361,6 +381,8 @@ def _place_edges(
 
     For each edge, the lines from the middle of the scan out to ``margin``
     beyond the coarse edge are profiled; see :func:`_outermost_scan_line`.
+    ``dim_counts`` holds, for every line, its pixels in ``across`` that are
+    above the background level.
     """
     n_lines = signal.shape[0]
     first, stop = extent
@@ -383,7 +405,8 @@ def _place_edges(
             small_lines = np.minimum((lines / scale_line).astype(np.intp), closed.shape[0] - 1)
             cover = blob_cover[small_lines]
             k = _outermost_scan_line(
-                signal[lines, a0:a1], cover, abs(coarse_edge - middle), typical_fill
+                signal[lines, a0:a1], dim_counts[lines], cover, abs(coarse_edge - middle),
+                typical_fill,
             )
             if k is None:
                 return coarse_edge
@@ -397,7 +420,11 @@ def _place_edges(
 
 
 def _outermost_scan_line(
-    lines: np.ndarray, cover: np.ndarray, coarse_index: int, typical_fill: float
+    lines: np.ndarray,
+    dim_counts: np.ndarray,
+    cover: np.ndarray,
+    coarse_index: int,
+    typical_fill: float,
 ) -> Optional[int]:
     """Index of the scan's last line in a stack of lines ordered from inside outward.
 
@@ -408,7 +435,9 @@ def _outermost_scan_line(
        Without one (the narrow half of a fan), start on line 0.
     2. Walk outward and stop at the first background line (less signal than
        ``_GAP_LINE_FILL`` of the line, or of the part the coarse blob covers
-       where that is smaller, e.g. the corner of a fan), unless the gap is
+       where that is smaller, e.g. the corner of a fan, and not dim: dark
+       tissue puts ``_DIM_LINE_FILL`` of a line above the background level,
+       or ``_DIM_LINE_FILL_GO_ON`` next to such lines), unless the gap is
        short and followed by another scan run (a dark band inside a low-gain
        scan, not the gap between the scan and a text line), or the coarse blob
        goes on beyond the gap, as full as the scan, for ``_BLOB_RUN_PX`` lines
@@ -416,6 +445,7 @@ def _outermost_scan_line(
 
     Args:
         lines: (L, n) signal map, line 0 inside the scan, line L-1 outermost.
+        dim_counts: (L,) pixels of each line above the background level.
         cover: (L,) pixels of each line covered by the coarse blob.
         coarse_index: index of the coarse box's edge line.
         typical_fill: fraction of signal pixels inside the scan.
@@ -425,11 +455,24 @@ def _outermost_scan_line(
     """
     num_lines, n = lines.shape
     lines = np.ascontiguousarray(lines)
-    # cv2.reduce is several times faster than numpy's count_nonzero(axis=1) here.
-    counts = cv2.reduce(lines, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255
+    counts = _line_counts(lines, 1)
     gap_fill = _GAP_LINE_FILL * n
     gap_count = np.maximum(2.0, np.where(cover > 0, np.minimum(gap_fill, 0.1 * cover), gap_fill))
+    # A line without signal at the edge level is background unless it is dark tissue
+    # (low gain, fat, a shadow reaching the border), which puts much of it above the
+    # background level; JPEG ringing in a gap swings around the background and puts
+    # less there (<20% of a line at quality 90, <35% at 75). Speckle makes a dim line's
+    # fill noisy, so, as in Canny's hysteresis, a run of dim lines starts on a clearly
+    # dim one and goes on through dimmer ones; lines with signal at the edge level
+    # (bright specks in the dark tissue) neither start nor stop it.
     is_gap = counts < gap_count
+    starts = is_gap & (dim_counts >= _DIM_LINE_FILL * n)
+    if starts.any():
+        too_dim = dim_counts < _DIM_LINE_FILL_GO_ON * n
+        index = np.arange(num_lines)
+        last_start = np.maximum.accumulate(np.where(starts, index, -1))
+        last_stop = np.maximum.accumulate(np.where(is_gap & too_dim, index, -1))
+        is_gap = is_gap & (too_dim | (last_start <= last_stop))
 
     # run_ok[k]: lines k .. k + _SCAN_RUN_PX - 1 form a scan run.
     run = _SCAN_RUN_PX
