@@ -200,6 +200,11 @@ class InterruptCheckpointer(HookBase):
     Cloud notebooks and batch schedulers send SIGTERM some seconds before they kill. A
     second signal of the same kind acts as it normally would (e.g. Ctrl-C twice stops at
     once). Put it last, after every hook that should still run for the iteration.
+
+    With several processes, a signal to any of them stops all at the same iteration; the
+    checkpoint is saved once, and every process exits with 128 + signal number. There a
+    second signal is deferred too: Ctrl-C and schedulers signal every process, and the
+    launcher forwards its own (:func:`ustumor.engine.launch.launch`, which escalates).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -212,7 +217,8 @@ class InterruptCheckpointer(HookBase):
 
     def _handle(self, signum, frame):
         self.received = signum
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # the next one is not deferred
+        if comm.get_world_size() == 1:
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # the next one is not deferred
         logger.warning("Received %s: saving a checkpoint after this iteration, then stopping",
                        signal.Signals(signum).name)
 
@@ -245,8 +251,8 @@ class InterruptCheckpointer(HookBase):
             logger.warning("%s during the last iteration: finishing normally", signal.Signals(signum).name)
             return
         name = f"{self.file_prefix}_{iteration:07d}"
-        if comm.is_main_process() and self.checkpointer.last_checkpoint_name() not in (
-                f"{name}.pth", f"{self.file_prefix}_final.pth"):
+        # decided alike on every process (saving is collective), from what this run saved
+        if self.checkpointer.last_saved not in (f"{name}.pth", f"{self.file_prefix}_final.pth"):
             self.checkpointer.save(name, iteration=iteration)
         comm.synchronize()
         name = signal.Signals(signum).name
@@ -260,8 +266,9 @@ class ExactResumeState(HookBase):
 
     With the model, optimizer and scheduler (which Detectron2 saves) this makes a resumed
     run continue exactly as the uninterrupted one would have: same batches, same
-    augmentations, same RPN/ROI sampling. Generator states are restored in single-process
-    runs only: the checkpoint holds the main process's states.
+    augmentations, same RPN/ROI sampling. With several processes, every process's generator
+    states are saved (``rng_by_rank``; :meth:`state_dict` then gathers, so it runs on every
+    process at once) and each is restored on a resume with as many processes.
     """
 
     def __init__(self, data_loader):
@@ -269,6 +276,8 @@ class ExactResumeState(HookBase):
 
     def state_dict(self):
         state = {"rng": capture_rng_state()}
+        if comm.get_world_size() > 1:
+            state["rng_by_rank"] = comm.all_gather(state["rng"])
         if hasattr(self.data_loader, "state_dict"):
             state["data"] = self.data_loader.state_dict()
         return state
@@ -276,11 +285,13 @@ class ExactResumeState(HookBase):
     def load_state_dict(self, state):
         if "data" in state and hasattr(self.data_loader, "load_state_dict"):
             self.data_loader.load_state_dict(state["data"])
-        if "rng" in state:
-            if comm.get_world_size() == 1:
-                restore_rng_state(state["rng"])
-            else:
-                logger.info("Multi-process run: random generators keep their per-process seeds")
+        world_size = comm.get_world_size()
+        by_rank = state.get("rng_by_rank", [state["rng"]] if "rng" in state else [])
+        if len(by_rank) == world_size:
+            restore_rng_state(by_rank[comm.get_rank()])
+        elif by_rank:
+            logger.warning("The checkpoint holds the random states of %d processes, this run has %d: the "
+                           "generators keep their per-process seeds", len(by_rank), world_size)
 
 
 def _batch_norm_modules(model):
