@@ -5,7 +5,8 @@ import os
 import weakref
 from collections import OrderedDict
 
-from detectron2.data import build_detection_test_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data.datasets.coco import convert_to_coco_json
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, inference_on_dataset
@@ -187,6 +188,12 @@ class UltrasoundTrainer(DefaultTrainer):
         """COCO AP plus the medical suite (``full_suite``), or plus penalised IoU alone (the
         cheaper set used during training)."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        if not hasattr(MetadataCatalog.get(dataset_name), "json_file"):
+            # COCOEvaluator caches the set as COCO json, written by whichever process locks the
+            # file first; the main process writes it here, the others then read it (call on every process)
+            if comm.is_main_process():
+                convert_to_coco_json(dataset_name, os.path.join(output_folder, f"{dataset_name}_coco_format.json"))
+            comm.synchronize()
         coco = COCOEvaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder)
         if full_suite:
             return DatasetEvaluators([coco, MedicalEvaluationSuite.from_config(cfg, dataset_name, output_folder)])
