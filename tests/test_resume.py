@@ -3,6 +3,7 @@ killed (SIGKILL, SIGTERM) at random points and resumed, against an uninterrupted
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -46,13 +47,14 @@ def test_sampler_visits_every_image_once_per_epoch_in_a_seeded_order():
     assert take(ResumableTrainingSampler(6, 3, seed=2, rank=0, world_size=1), 4) != batches
 
 
-def test_sampler_deals_global_batches_to_ranks_in_turn():
+def test_sampler_gives_each_rank_its_slice_of_the_global_batch():
     def rank(r, start=0):
         return ResumableTrainingSampler(9, 2, seed=3, rank=r, world_size=2, start_step=start)
 
-    global_batches = take(rank(0).global_batches(), 10)
-    assert take(rank(0), 5) == global_batches[0::2] and take(rank(1), 5) == global_batches[1::2]
-    assert take(rank(1, start=3), 2) == global_batches[7::2]
+    one_process = take(ResumableTrainingSampler(9, 4, seed=3, rank=0, world_size=1), 5)
+    assert take(rank(0).global_batches(), 5) == one_process
+    assert take(rank(0), 5) == [b[:2] for b in one_process] and take(rank(1), 5) == [b[2:] for b in one_process]
+    assert take(rank(1, start=3), 2) == [b[2:] for b in one_process[3:5]]
 
 
 class RandomMapper:
@@ -162,30 +164,36 @@ def test_killed_and_resumed_run_ends_exactly_as_an_uninterrupted_one(phantom_env
     reference, period = uninterrupted_run
     output_dir = tmp_path / "interrupted"
     rng = random.Random(2024)
-    interruptions = [signal.SIGKILL, signal.SIGTERM, signal.SIGKILL]
+    # SIGTERM first: it then lands well before the end, so the run must stop on it
+    interruptions = [signal.SIGTERM, signal.SIGKILL, signal.SIGKILL]
     outcomes = []
     for launch in range(8):  # until a launch completes: a kill may also hit the final evaluation
-        process = subprocess.Popen(train_net_command(output_dir), env=phantom_env, cwd=REPO_ROOT,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not interruptions:
-            assert process.wait(timeout=900) == 0
-            break
-        # strike at a random moment within a checkpoint period after this launch's first
-        # checkpoint: mid-step, mid-evaluation or mid-write
-        wait_for_new_checkpoint(process, output_dir)
-        time.sleep(rng.uniform(0.0, period))
-        signum = interruptions.pop(0)
-        process.send_signal(signum)
-        code = process.wait(timeout=900)
+        log_file = tmp_path / f"launch{launch}.log"
+        with open(log_file, "w") as log:
+            process = subprocess.Popen(train_net_command(output_dir), env=phantom_env, cwd=REPO_ROOT,
+                                       stdout=log, stderr=subprocess.STDOUT)
+            if not interruptions:
+                assert process.wait(timeout=900) == 0
+                break
+            # strike at a random moment within a checkpoint period after this launch's first
+            # checkpoint: mid-step, mid-evaluation or mid-write
+            wait_for_new_checkpoint(process, output_dir)
+            time.sleep(rng.uniform(0.0, period))
+            signum = interruptions.pop(0)
+            process.send_signal(signum)
+            code = process.wait(timeout=900)
         outcomes.append((signum.name, code, last_checkpoint(output_dir)))
-        if code == 0:
-            break
-        if code == 128 + signal.SIGTERM:
-            # stopped cleanly: a checkpoint of the iteration it stopped at is the resume point
+        if signum == signal.SIGTERM:
+            # the interrupt hook, not the signal, ended the process: after saving the iteration it stopped at
+            assert code == 128 + signal.SIGTERM, (code, log_file.read_text()[-3000:])
+            stopped = re.findall(r"Stopped by SIGTERM after iteration (\d+)", log_file.read_text())
+            assert len(stopped) == 1, log_file.read_text()[-3000:]
             name = last_checkpoint(output_dir)
             saved = torch.load(output_dir / name, map_location="cpu", weights_only=True)
-            assert name in (f"model_{saved['iteration']:07d}.pth", "model_final.pth")
-    interrupted = [o for o in outcomes if o[1] in (-signal.SIGKILL, -signal.SIGTERM, 128 + signal.SIGTERM)]
+            assert name == f"model_{int(stopped[0]):07d}.pth" and saved["iteration"] == int(stopped[0])
+        if code == 0:
+            break
+    interrupted = [o for o in outcomes if o[1] in (-signal.SIGKILL, 128 + signal.SIGTERM)]
     assert len(interrupted) >= 2, outcomes  # the test must really have interrupted the run
 
     expected = torch.load(reference / "model_final.pth", map_location="cpu", weights_only=True)

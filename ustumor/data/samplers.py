@@ -5,10 +5,11 @@ are seen again and late ones never), its aspect-ratio grouping keeps half-filled
 in memory, and the augmentations draw from whatever state the global NumPy generator is
 in. Here instead:
 
-- :class:`ResumableTrainingSampler` defines one infinite sequence of per-GPU batches from
-  a seed alone: epoch ``e`` is a permutation seeded by ``(seed, e)``, batches are cut from
-  it (grouped by aspect ratio, if asked, at the index level), and the batches are dealt to
-  the GPUs in turn. It starts at any training step.
+- :class:`ResumableTrainingSampler` defines one infinite sequence of batches of
+  ``SOLVER.IMS_PER_BATCH`` from a seed alone: epoch ``e`` is a permutation seeded by
+  ``(seed, e)``, batches are cut from it (grouped by aspect ratio, if asked, at the index
+  level), and each process takes its slice of every batch. The sequence depends on the
+  total batch only, not on the number of processes, and starts at any training step.
 - Every sample's augmentations draw from generators seeded by ``(seed, its position in
   the sequence)``, so a sample is augmented the same way whichever worker maps it and
   however often the run was resumed.
@@ -65,11 +66,12 @@ def aspect_ratio_groups(dataset_dicts):
 
 
 class ResumableTrainingSampler(Sampler):
-    """Infinite, seeded sequence of this GPU's batches of ``(position, dataset index)``.
+    """Infinite, seeded sequence of this process's batches of ``(position, dataset index)``.
 
-    ``position`` numbers the samples of the global sequence (0, 1, 2, ...); global batch
-    ``j`` goes to GPU ``j % world_size``, so training step ``s`` uses global batches
-    ``s * world_size ... s * world_size + world_size - 1``.
+    ``position`` numbers the samples of the global sequence (0, 1, 2, ...). Training step
+    ``s`` uses global batch ``s`` of ``batch_size * world_size`` samples, and the process of
+    rank ``r`` takes its ``r``-th slice of ``batch_size``: the processes' shards are disjoint,
+    and together they are the batch one process would take with the same total batch.
     """
 
     def __init__(self, size, batch_size, *, seed=0, shuffle=True, group_ids=None, start_step=0,
@@ -77,7 +79,7 @@ class ResumableTrainingSampler(Sampler):
         """
         Args:
             size: number of dataset items.
-            batch_size: images per GPU per step.
+            batch_size: images per process per step.
             seed: the whole sequence follows from it.
             group_ids: optional per-item group (e.g. :func:`aspect_ratio_groups`); a batch
                 then holds one group only, cut from that group's next items in sequence.
@@ -96,6 +98,10 @@ class ResumableTrainingSampler(Sampler):
         self.rank = comm.get_rank() if rank is None else rank
         self.world_size = comm.get_world_size() if world_size is None else world_size
 
+    @property
+    def total_batch_size(self):
+        return self.batch_size * self.world_size
+
     def epoch_order(self, epoch):
         """Dataset indices in the order epoch ``epoch`` visits them."""
         if not self.shuffle:
@@ -112,31 +118,31 @@ class ResumableTrainingSampler(Sampler):
             epoch, offset = epoch + 1, 0
 
     def global_batches(self, start_batch=0):
-        """Global batches from batch number ``start_batch`` on."""
+        """Global batches (all processes' samples of a step) from batch number ``start_batch`` on."""
+        size = self.total_batch_size
         if self.group_ids is None or len(set(self.group_ids.tolist())) == 1:
             # ungrouped batches are contiguous stretches of the sequence: seek directly
-            samples = self.positions(start_batch * self.batch_size)
+            samples = self.positions(start_batch * size)
             while True:
-                yield [next(samples) for _ in range(self.batch_size)]
+                yield [next(samples) for _ in range(size)]
         buckets, batch_number = {}, 0
         for position, index in self.positions(0):  # a grouped sequence must be replayed to seek
             bucket = buckets.setdefault(int(self.group_ids[index]), [])
             bucket.append((position, index))
-            if len(bucket) == self.batch_size:
+            if len(bucket) == size:
                 if batch_number >= start_batch:
                     yield list(bucket)
                 bucket.clear()
                 batch_number += 1
 
     def __iter__(self):
-        first = self.start_step * self.world_size + self.rank
-        for j, batch in enumerate(self.global_batches(first)):
-            if j % self.world_size == 0:
-                yield batch
+        first = self.rank * self.batch_size
+        for batch in self.global_batches(self.start_step):
+            yield batch[first:first + self.batch_size]
 
 
 class _MappedBatches(IterableDataset):
-    """This GPU's batches, mapped; data-loader workers take whole batches in turn, so the
+    """This process's batches, mapped; data-loader workers take whole batches in turn, so the
     loader yields them in the sampler's order whatever the number of workers."""
 
     def __init__(self, dataset, mapper, sampler, max_retries=10):
@@ -203,12 +209,15 @@ class ResumableTrainLoader:
 
     def state_dict(self):
         return {"next_step": self.next_step, "seed": self.sampler.seed, "size": self.sampler.size,
-                "batch_size": self.sampler.batch_size, "world_size": self.sampler.world_size}
+                "batch_size": self.sampler.batch_size, "world_size": self.sampler.world_size,
+                "total_batch_size": self.sampler.total_batch_size}
 
     def load_state_dict(self, state):
         if self._started:
             raise RuntimeError("load_state_dict must come before the first batch is drawn")
-        for key in ("size", "batch_size", "world_size"):
+        # the sequence depends on the total batch, so a resume with another number of processes continues it
+        state.setdefault("total_batch_size", state["batch_size"] * state.get("world_size", 1))
+        for key in ("size", "total_batch_size"):
             if state.get(key) != getattr(self.sampler, key):
                 logger.warning(
                     "The checkpoint's training data had %s=%s, this run has %s: the data sequence "
@@ -237,7 +246,7 @@ def build_resumable_train_loader(cfg, mapper):
     )
     world_size = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
-        raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by {world_size} GPUs")
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by {world_size} processes")
     # a negative SEED means "random": draw one shared by all processes; the checkpoint keeps it
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     sampler = ResumableTrainingSampler(
@@ -246,6 +255,6 @@ def build_resumable_train_loader(cfg, mapper):
         seed=seed,
         group_ids=aspect_ratio_groups(dataset_dicts) if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None,
     )
-    logger.info("Resumable training sampler: %d images, seed %d, %d per GPU per step",
+    logger.info("Resumable training sampler: %d images, seed %d, %d per process per step",
                 len(dataset_dicts), seed, sampler.batch_size)
     return ResumableTrainLoader(DatasetFromList(dataset_dicts, copy=False), mapper, sampler, cfg.DATALOADER.NUM_WORKERS)

@@ -68,7 +68,14 @@ def atomic_torch_save(data, path):
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer whose writes are atomic and whose re-tagging is optional."""
+    """DetectionCheckpointer whose writes are atomic and whose re-tagging is optional.
+
+    Only the main process writes (``save_to_disk``). In a multi-process run, a save with the
+    trainer state must be called on every process at once: the trainer state gathers each
+    process's random state (:class:`~ustumor.engine.hooks.ExactResumeState`).
+    """
+
+    last_saved = None  # basename of this run's latest save with the trainer state, on every process
 
     def save(self, name, tag_last_checkpoint=True, include_checkpointables=True, **kwargs):
         """Save ``<save_dir>/<name>.pth``.
@@ -80,14 +87,18 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 hooks); False writes the model weights and ``kwargs`` only.
             kwargs: extra data, e.g. ``iteration``.
         """
-        if not self.save_dir or not self.save_to_disk:
+        if not self.save_dir:
             return
-        data = {"model": self.model.state_dict()}
-        if include_checkpointables:
-            for key, obj in self.checkpointables.items():
-                data[key] = obj.state_dict()
-        data.update(kwargs)
         basename = f"{name}.pth"
+        data = {}
+        if include_checkpointables:
+            self.last_saved = basename
+            for key, obj in self.checkpointables.items():
+                data[key] = obj.state_dict()  # on every process: may gather
+        if not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict(), **data}
+        data.update(kwargs)
         path = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {path}")
         atomic_torch_save(data, path)

@@ -11,13 +11,20 @@ from ..data.builtin import register_builtin_datasets
 from ..data.normalization import apply_normalization
 
 
-def build_config(config_file="", opts=()):
-    """A frozen config with ustumor's keys, the file and the ``KEY VALUE`` overrides merged."""
+def merged_config(config_file="", opts=()):
+    """ustumor's keys, the file and the ``KEY VALUE`` overrides merged; nothing registered or
+    read besides the file (the launcher reads MODEL.DEVICE from it before starting processes)."""
     cfg = get_cfg()
     add_ustumor_config(cfg)
     if config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def build_config(config_file="", opts=()):
+    """A frozen config with ustumor's keys, the file and the ``KEY VALUE`` overrides merged."""
+    cfg = merged_config(config_file, opts)
     apply_normalization(cfg)
     register_builtin_datasets(cfg)
     cfg.freeze()

@@ -1,7 +1,7 @@
 """Training hooks for model selection that survives ``--resume``, exact resume, and validation loss.
 
 Order matters; :meth:`UltrasoundTrainer.build_hooks` registers them as
-``ValidationLoss -> EvalHook -> BestCheckpointer -> PeriodicCheckpointer -> ...
+``BroadcastBuffers -> ValidationLoss -> EvalHook -> BestCheckpointer -> PeriodicCheckpointer -> ...
 -> InterruptCheckpointer``: evaluation and the best-model update happen *before* the
 periodic checkpoint of the same iteration, so that checkpoint's trainer state already
 holds the best value (Detectron2 saves first and evaluates after).
@@ -16,6 +16,7 @@ import threading
 import uuid
 
 import torch
+import torch.distributed as dist
 from detectron2.engine.hooks import HookBase
 from detectron2.utils import comm
 from torch import nn
@@ -25,6 +26,7 @@ from .checkpoint import atomic_write, capture_rng_state, preserved_rng_state, re
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BroadcastBuffers",
     "BestCheckpointer",
     "PeriodicCheckpointer",
     "InterruptCheckpointer",
@@ -200,6 +202,11 @@ class InterruptCheckpointer(HookBase):
     Cloud notebooks and batch schedulers send SIGTERM some seconds before they kill. A
     second signal of the same kind acts as it normally would (e.g. Ctrl-C twice stops at
     once). Put it last, after every hook that should still run for the iteration.
+
+    With several processes, a signal to any of them stops all at the same iteration; the
+    checkpoint is saved once, and every process exits with 128 + signal number. There a
+    second signal is deferred too: Ctrl-C and schedulers signal every process, and the
+    launcher forwards its own (:func:`ustumor.engine.launch.launch`, which escalates).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -212,7 +219,8 @@ class InterruptCheckpointer(HookBase):
 
     def _handle(self, signum, frame):
         self.received = signum
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # the next one is not deferred
+        if comm.get_world_size() == 1:
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # the next one is not deferred
         logger.warning("Received %s: saving a checkpoint after this iteration, then stopping",
                        signal.Signals(signum).name)
 
@@ -245,8 +253,8 @@ class InterruptCheckpointer(HookBase):
             logger.warning("%s during the last iteration: finishing normally", signal.Signals(signum).name)
             return
         name = f"{self.file_prefix}_{iteration:07d}"
-        if comm.is_main_process() and self.checkpointer.last_checkpoint_name() not in (
-                f"{name}.pth", f"{self.file_prefix}_final.pth"):
+        # decided alike on every process (saving is collective), from what this run saved
+        if self.checkpointer.last_saved not in (f"{name}.pth", f"{self.file_prefix}_final.pth"):
             self.checkpointer.save(name, iteration=iteration)
         comm.synchronize()
         name = signal.Signals(signum).name
@@ -260,8 +268,9 @@ class ExactResumeState(HookBase):
 
     With the model, optimizer and scheduler (which Detectron2 saves) this makes a resumed
     run continue exactly as the uninterrupted one would have: same batches, same
-    augmentations, same RPN/ROI sampling. Generator states are restored in single-process
-    runs only: the checkpoint holds the main process's states.
+    augmentations, same RPN/ROI sampling. With several processes, every process's generator
+    states are saved (``rng_by_rank``; :meth:`state_dict` then gathers, so it runs on every
+    process at once) and each is restored on a resume with as many processes.
     """
 
     def __init__(self, data_loader):
@@ -269,6 +278,8 @@ class ExactResumeState(HookBase):
 
     def state_dict(self):
         state = {"rng": capture_rng_state()}
+        if comm.get_world_size() > 1:
+            state["rng_by_rank"] = comm.all_gather(state["rng"])
         if hasattr(self.data_loader, "state_dict"):
             state["data"] = self.data_loader.state_dict()
         return state
@@ -276,11 +287,43 @@ class ExactResumeState(HookBase):
     def load_state_dict(self, state):
         if "data" in state and hasattr(self.data_loader, "load_state_dict"):
             self.data_loader.load_state_dict(state["data"])
-        if "rng" in state:
-            if comm.get_world_size() == 1:
-                restore_rng_state(state["rng"])
-            else:
-                logger.info("Multi-process run: random generators keep their per-process seeds")
+        world_size = comm.get_world_size()
+        by_rank = state.get("rng_by_rank", [state["rng"]] if "rng" in state else [])
+        if len(by_rank) == world_size:
+            restore_rng_state(by_rank[comm.get_rank()])
+        elif by_rank:
+            logger.warning("The checkpoint holds the random states of %d processes, this run has %d: the "
+                           "generators keep their per-process seeds", len(by_rank), world_size)
+
+
+class BroadcastBuffers(HookBase):
+    """Before each evaluation (every ``period`` iterations and at the end of training), give every
+    process the main process's buffers (BatchNorm running statistics). Put it before the
+    evaluation hooks.
+
+    DDP runs with ``broadcast_buffers=False`` (Detectron2's choice: a broadcast at every forward
+    needs every process to run as many forwards, which evaluation shards do not), so each
+    process's BN statistics follow its own images. Evaluated as they are, each share of the test
+    images would see another model than the one checkpointed (the main process's), and a resumed
+    run, whose processes all load the main one's, would evaluate differently.
+    """
+
+    def __init__(self, period, model):
+        self._period = period
+        self._model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+    def _broadcast(self):
+        if comm.get_world_size() > 1:
+            for buffer in self._model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def after_step(self):
+        if _is_eval_iteration(self.trainer, self._period):
+            self._broadcast()
+
+    def after_train(self):
+        if _finished(self.trainer):
+            self._broadcast()
 
 
 def _batch_norm_modules(model):

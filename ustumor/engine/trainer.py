@@ -2,14 +2,17 @@
 import json
 import logging
 import os
+import weakref
 from collections import OrderedDict
 
-from detectron2.data import build_detection_test_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data.datasets.coco import convert_to_coco_json
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, inference_on_dataset
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
 from ..data.mapper import UltrasoundDatasetMapper, build_ultrasound_augmentations
@@ -18,7 +21,9 @@ from ..data.splits import save_splits_of
 from ..evaluation.penalized_iou import PenalizedIoUEvaluator, atomic_write_text, json_safe
 from ..evaluation.suite import MedicalEvaluationSuite, format_results_table
 from .checkpoint import AtomicCheckpointer, preserved_rng_state
-from .hooks import BestCheckpointer, ExactResumeState, InterruptCheckpointer, PeriodicCheckpointer, ValidationLoss
+from .hooks import (BestCheckpointer, BroadcastBuffers, ExactResumeState, InterruptCheckpointer, PeriodicCheckpointer,
+                    ValidationLoss)
+from .launch import create_ddp_model
 from .optimizer import build_optimizer
 from .weights import check_weights_reachable
 
@@ -49,12 +54,31 @@ class UltrasoundTrainer(DefaultTrainer):
       saves one on SIGTERM/SIGINT before exiting;
     - evaluates COCO AP and penalised IoU every ``TEST.EVAL_PERIOD`` and keeps ``model_best``
       by ``TEST.BEST_CHECKPOINT.METRIC`` across resumes; optionally logs validation loss;
-    - in :meth:`test` (``--eval-only``), runs the medical evaluation suite.
+    - in :meth:`test` (``--eval-only``), runs the medical evaluation suite;
+    - trains a DistributedDataParallel model on several processes, GPUs or CPU
+      (:mod:`ustumor.engine.launch`), where only the main process writes files.
     """
 
     def __init__(self, cfg):
-        super().__init__(cfg)
-        save_splits_of(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), os.path.join(cfg.OUTPUT_DIR, "splits"))
+        # DefaultTrainer.__init__ (v0.6), with ustumor's create_ddp_model: Detectron2's passes
+        # device_ids, which DDP rejects for a model on the CPU
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):  # setup_logger not called for d2
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+        if comm.is_main_process():
+            save_splits_of(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), os.path.join(cfg.OUTPUT_DIR, "splits"))
 
     def resume_or_load(self, resume=True):
         check_weights_reachable(self.checkpointer, self.cfg.MODEL.WEIGHTS, resume)
@@ -101,10 +125,6 @@ class UltrasoundTrainer(DefaultTrainer):
         cfg = self.cfg.clone()
         cfg.defrost()
         cfg.DATALOADER.NUM_WORKERS = 0  # save some memory and time for PreciseBN
-        # DefaultTrainer.__init__ created its checkpointer just before calling build_hooks
-        self.checkpointer = AtomicCheckpointer(
-            self.checkpointer.model, cfg.OUTPUT_DIR, **self.checkpointer.checkpointables
-        )
         main = comm.is_main_process()
         ret = [
             d2_hooks.IterationTimer(),
@@ -115,6 +135,7 @@ class UltrasoundTrainer(DefaultTrainer):
             if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model)
             else None,
         ]
+        ret.append(BroadcastBuffers(cfg.TEST.EVAL_PERIOD, self.model))  # every process evaluates one model
         if cfg.TEST.VAL_LOSS.ENABLED:
             dataset = cfg.TEST.VAL_LOSS.DATASET or cfg.DATASETS.TEST[0]
             ret.append(ValidationLoss(cfg.TEST.EVAL_PERIOD, self.model, self.build_validation_loader(cfg, dataset)))
@@ -124,9 +145,9 @@ class UltrasoundTrainer(DefaultTrainer):
         if main and cfg.TEST.BEST_CHECKPOINT.METRIC and cfg.DATASETS.TEST:  # no test set: no metric to select by
             ret.append(BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, cfg.TEST.BEST_CHECKPOINT.METRIC,
                                         cfg.TEST.BEST_CHECKPOINT.MODE))
-        if main:
-            ret.append(PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
-                                            cfg.SOLVER.CHECKPOINT_KEEP_LAST))
+        # on every process: saving gathers each process's random state (only the main one writes)
+        ret.append(PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
+                                        cfg.SOLVER.CHECKPOINT_KEEP_LAST))
         ret.append(ExactResumeState(self._trainer.data_loader))
         if main:
             ret.append(d2_hooks.PeriodicWriter(self.build_writers(), period=20))
@@ -169,6 +190,12 @@ class UltrasoundTrainer(DefaultTrainer):
         """COCO AP plus the medical suite (``full_suite``), or plus penalised IoU alone (the
         cheaper set used during training)."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        if not hasattr(MetadataCatalog.get(dataset_name), "json_file"):
+            # COCOEvaluator caches the set as COCO json, written by whichever process locks the
+            # file first; the main process writes it here, the others then read it (call on every process)
+            if comm.is_main_process():
+                convert_to_coco_json(dataset_name, os.path.join(output_folder, f"{dataset_name}_coco_format.json"))
+            comm.synchronize()
         coco = COCOEvaluator(dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder)
         if full_suite:
             return DatasetEvaluators([coco, MedicalEvaluationSuite.from_config(cfg, dataset_name, output_folder)])

@@ -5,6 +5,7 @@ Predictions come from the model's outputs (already in original-image coordinates
 ``clip_id``, ``diagnosis``, ...) come from the dataset's dicts in Detectron2's ``DatasetCatalog``,
 because the test-time mapper drops annotations.
 """
+import collections
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -117,4 +118,9 @@ class DetectionCollector(DatasetEvaluator):
             if not comm.is_main_process():
                 return None
         by_image = {image_id: (boxes, scores, classes) for image_id, boxes, scores, classes in predictions}
+        if len(by_image) != len(predictions):  # each process must have run its own shard of the test set
+            counts = collections.Counter(image_id for image_id, *_ in predictions)
+            twice = sorted(i for i, n in counts.items() if n > 1)
+            raise RuntimeError(f"{self.dataset_name}: {len(twice)} images were predicted more than once, e.g. "
+                               f"{twice[:3]}: the test loader is not split between the processes")
         return make_records(DatasetCatalog.get(self.dataset_name), by_image)
