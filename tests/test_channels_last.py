@@ -16,7 +16,7 @@ from ustumor.data.mapper import UltrasoundDatasetMapper
 from ustumor.data.synthetic import render_phantom
 from ustumor.engine.defaults import build_config
 
-CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
 
 
 def random_model(channels_last):

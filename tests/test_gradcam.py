@@ -230,10 +230,10 @@ def test_overlay_picture(with_map):
 
 # ------------------------------------------------------------------ sanity checks
 #
-# Measured with this fixture's recipe over seeds 0-3 (tests/phantom_model.py), HiResCAM at
+# Measured with this fixture's recipe over random seeds 0-3 (tests/phantom_model.py), HiResCAM at
 # res5: 64-100% of correct detections at a heat ratio >= 2, median ratio 3.0-4.5 (with
 # randomised weights 0.4-1.7), median Spearman over the heat <= 0. Grad-CAM: 0-15% at
-# ratio >= 2, so it is not held to the localisation check (see ustumor/interpretation/gradcam.py).
+# ratio >= 2, so it is not held to the localisation check (see benchmarks/README.md).
 
 def heat_ratio(cam):
     """Share of the map's heat inside the detection's box over the box's share of the image.

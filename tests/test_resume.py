@@ -105,7 +105,7 @@ def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
 # ---------------------------------------------------------------------------------------
 # End to end: the phantom config on the CPU, deterministic, killed and resumed
 # ---------------------------------------------------------------------------------------
-CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
 SCHEDULE = [
     "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "128",
     "INPUT.MAX_SIZE_TEST", "160", "DATALOADER.NUM_WORKERS", "0", "SEED", "42",
