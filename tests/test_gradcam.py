@@ -17,6 +17,8 @@ from ustumor.interpretation.gradcam import (DEFAULT_METHOD, DetectionGradCAM, De
                                             heat_share_in_box, resolve_layer)
 from ustumor.interpretation.overlay import render_cam, render_no_detection
 
+pytestmark = pytest.mark.slow  # the module's fixtures train a phantom model
+
 SCORE_THRESH = 0.45  # TEST.PENALIZED_IOU.SCORE_THRESH's default: the detections the numbers count
 CORRECT_IOU = 0.5  # a "correct detection" overlaps its lesion by IoU >= 0.5 (PASCAL/COCO AP50)
 

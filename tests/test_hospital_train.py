@@ -142,6 +142,7 @@ def test_the_stage1_overrides_keep_the_meaning_of_its_weights(tmp_path, monkeypa
     assert {k for k in phantom if phantom[k] != stage2.get(k)} == fine_tuning_choices
 
 
+@pytest.mark.slow
 def test_the_evaluated_split_holds_png_frames_and_a_dicom_cine(runs):
     entries = validation(runs["stage2"], "per_image.json")
     dicom = [e for e in entries if e.get("dicom_frame") is not None]
@@ -150,6 +151,7 @@ def test_the_evaluated_split_holds_png_frames_and_a_dicom_cine(runs):
     assert split["dataset"] == "ucla" and split["patients"]
 
 
+@pytest.mark.slow
 def test_fine_tuning_improves_the_hospital_validation_piou(runs):
     assert f"Loading from {runs['stage1_weights']}" in runs["log"]  # stage 2 starts from stage 1
     before = validation(runs["stage1"], "results.json")["penalized_iou"]["piou"]
@@ -177,6 +179,7 @@ def all_predictions(out):
     return boxes
 
 
+@pytest.mark.slow
 def test_stage2_predictions_land_on_the_truth_in_frame_coordinates(runs, hospital):
     frames = manifest_frames(hospital[1], hospital[0])
     every = all_predictions(runs["stage2"])
@@ -197,6 +200,7 @@ def test_stage2_predictions_land_on_the_truth_in_frame_coordinates(runs, hospita
     assert dicom_found and min(dicom_found) >= 0.25
 
 
+@pytest.mark.slow
 def test_every_stage2_prediction_lies_inside_its_frames_scan_window(runs, hospital):
     frames = manifest_frames(hospital[1], hospital[0])
     entries = validation(runs["stage2"], "per_image.json")
@@ -210,6 +214,7 @@ def test_every_stage2_prediction_lies_inside_its_frames_scan_window(runs, hospit
                 (entry["file_name"], entry.get("dicom_frame"), box, (x0, y0, x1, y1))
 
 
+@pytest.mark.slow
 def test_joint_config_trains_on_busi_and_hospital_together(hospital, stage1, tiny_busi, tmp_path, monkeypatch):
     datasets_root = tmp_path / "datasets"
     datasets_root.mkdir()

@@ -160,6 +160,7 @@ def uninterrupted_run(phantom_env, tmp_path_factory):
     return output_dir, max(periods)
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_ends_exactly_as_an_uninterrupted_one(phantom_env, uninterrupted_run, tmp_path):
     reference, period = uninterrupted_run
     output_dir = tmp_path / "interrupted"
@@ -211,6 +212,7 @@ def test_killed_and_resumed_run_ends_exactly_as_an_uninterrupted_one(phantom_env
     assert not [f for f in os.listdir(output_dir) if ".tmp" in f]
 
 
+@pytest.mark.slow
 def test_eval_only_writes_the_medical_suite(phantom_env, uninterrupted_run):
     uninterrupted_run = uninterrupted_run[0]
     result = subprocess.run(

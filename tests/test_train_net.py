@@ -33,6 +33,7 @@ def saved_iteration(path):
     return torch.load(path, map_location="cpu", weights_only=False)["iteration"]
 
 
+@pytest.mark.slow
 def test_train_resume_and_eval_only(phantom_env, tmp_path):
     out = str(tmp_path / "run")
     code, log = train_net(phantom_env, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "4", *SMALL)
@@ -64,6 +65,7 @@ def test_train_resume_and_eval_only(phantom_env, tmp_path):
     assert set(results["bbox"]) >= {"AP", "AP50", "AP75"}  # NaN when a 6-iteration model detects nothing
 
 
+@pytest.mark.slow
 def test_training_without_a_test_set_has_no_model_best_and_no_warning(phantom_env, tmp_path):
     out = str(tmp_path / "run")
     code, log = train_net(phantom_env, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", *SMALL)
