@@ -21,6 +21,7 @@ setup(
         "matplotlib",
         "PyYAML",  # reading a run's config.yaml for its report
         "pycocotools>=2.0.2",
+        "tabulate",  # the --eval-only results table
         "tqdm",
         "pydicom>=3.0",
         # Grad-CAM maths (tensor-hook gradients, Grad-CAM/Grad-CAM++); ustumor adds the Detectron2 adapter
@@ -31,12 +32,17 @@ setup(
         "iopath>=0.1.7,<0.1.10",
         "yacs>=0.1.8",
         "termcolor>=1.1",
-        "tabulate",
         "cloudpickle",
         "tensorboard",
         "omegaconf>=2.1",
         "hydra-core>=1.1",
         "setuptools>=77.0.3,<81",  # detectron2.model_zoo imports pkg_resources
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    extras_require={
+        "test": [
+            "pytest",
+            "pytest-timeout",  # pytest.ini's per-test time limit: a hung test fails instead of stalling CI
+            "scipy",  # Spearman correlation in tests/test_gradcam.py
+        ],
+    },
 )

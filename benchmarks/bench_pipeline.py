@@ -35,7 +35,7 @@ from ustumor.data.ultrasound import crop_ultrasound_window  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
 from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 
-CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_1x.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_4500it.yaml")
 SHARED_BUSI = os.path.join(REPO_ROOT, "..", "shared", "datasets", "BUSI")
 
 

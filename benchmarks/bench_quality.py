@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""BUSI quality at a fixed training budget: ustumor against a seed-style torchvision pipeline.
+"""BUSI quality at a fixed training budget: ustumor against a plain torchvision baseline.
 
     .venv/bin/python benchmarks/bench_quality.py [--iterations 800] [--size 256] [--device cpu]
 
@@ -7,17 +7,17 @@ Both pipelines get the same leak-free ``busi_train``/``busi_test`` split, the sa
 side, batch 2, the same number of iterations and random initial weights (nothing can
 be downloaded here). They differ in what the project chose:
 
-- **ustumor**: ``configs/busi/faster_rcnn_R_50_FPN_scratch_1x.yaml`` (BN, AdamW at 1e-4
+- **ustumor**: ``configs/busi/faster_rcnn_R_50_FPN_scratch_4500it.yaml`` (BN, AdamW at 1e-4
   with warm-up and steps, lesion anchors), scale jitter, horizontal flip,
   brightness/contrast jitter, every lesion's box, normals as negatives;
-- **seed-style** (re-implemented from the seed notebooks' description): torchvision
+- **torchvision baseline** (the original notebooks' pipeline, see the README): torchvision
   ``fasterrcnn_resnet50_fpn``, min-max then ImageNet normalisation, no augmentation,
   Adam at 1e-4, one box per image (the first), normals as negatives.
 
 Reported on ``busi_test`` with 95% bootstrap CIs (``ustumor.evaluation.suite``):
 AP50 (class-agnostic COCO), FROC CPM, sensitivity at 1 FP per image, penalised IoU.
 The default budget (800 iterations at 256 px) took 74 minutes on this 2-core VM
-(ustumor 33, seed-style 40, evaluation included); 1000 at 320 px would take about 2 h.
+(ustumor 33, torchvision baseline 40, evaluation included); 1000 at 320 px would take about 2 h.
 """
 import argparse
 import os
@@ -38,7 +38,7 @@ from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 from ustumor.evaluation.records import ground_truth_of, make_records  # noqa: E402
 from ustumor.evaluation.suite import evaluate_suite  # noqa: E402
 
-CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_1x.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_4500it.yaml")
 REPORTED = {"AP50": "bbox_agnostic/AP50", "FROC CPM": "froc/cpm", "sens@1FP": "froc/sensitivity@1",
             "penalised IoU": "penalized_iou/piou"}
 
@@ -75,8 +75,8 @@ def train_ustumor(args, output_dir):
     return predictions
 
 
-class SeedStyleData:
-    """The seed's input pipeline: grey -> 3 channels, min-max to [0, 1], one box, no augmentation."""
+class BaselineData:
+    """The baseline's input pipeline: grey -> 3 channels, min-max to [0, 1], one box, no augmentation."""
 
     def __init__(self, dicts):
         self.dicts = dicts
@@ -89,21 +89,21 @@ class SeedStyleData:
 
     def sample(self, index):
         record = self.dicts[index]
-        boxes = ground_truth_of(record)[0][:1]  # the seed kept one box per image
+        boxes = ground_truth_of(record)[0][:1]  # one box per image
         target = {"boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                   "labels": torch.ones(len(boxes), dtype=torch.int64)}
         return self.image_tensor(record["file_name"]), target
 
 
-def train_seed_style(args):
+def train_baseline(args):
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    # torchvision normalises with ImageNet mean/std after the seed's min-max scaling
+    # torchvision normalises with ImageNet mean/std after the min-max scaling
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=2, min_size=args.size, max_size=int(args.size * 5 / 3)
     ).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    data = SeedStyleData(DatasetCatalog.get("busi_train"))
+    data = BaselineData(DatasetCatalog.get("busi_train"))
     rng = np.random.default_rng(args.seed)
     order = []
     model.train()
@@ -118,7 +118,7 @@ def train_seed_style(args):
         loss.backward()
         optimizer.step()
         if iteration % 50 == 0:
-            print(f"seed-style iter {iteration}: loss {loss.item():.4f}", flush=True)
+            print(f"torchvision baseline iter {iteration}: loss {loss.item():.4f}", flush=True)
     model.eval()
     predictions = {}
     with torch.no_grad():
@@ -157,8 +157,8 @@ def main():
     metrics["ustumor"] = evaluate(train_ustumor(args, os.path.join(REPO_ROOT, "output", "bench_quality")), args)
     timings["ustumor"] = time.perf_counter() - start
     start = time.perf_counter()
-    metrics["seed-style"] = evaluate(train_seed_style(args), args)
-    timings["seed-style"] = time.perf_counter() - start
+    metrics["torchvision baseline"] = evaluate(train_baseline(args), args)
+    timings["torchvision baseline"] = time.perf_counter() - start
     report.update(metrics=metrics, seconds=timings)
 
     rows = [[pipeline, f"{timings[pipeline] / 60:.1f}"] +

@@ -40,7 +40,7 @@ from detectron2.structures import BoxMode  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 import cv2  # noqa: E402
 
-CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_1x.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_4500it.yaml")
 SETTINGS = {"pretrained": {"norm": "FrozenBN", "freeze_at": 2}, "scratch": {"norm": "BN", "freeze_at": 0}}
 
 

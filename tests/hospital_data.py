@@ -9,9 +9,9 @@ import tempfile
 
 from conftest import REPO_ROOT
 
-# The seed's header line, verbatim: the format every hospital CSV must keep.
-SEED_HEADER = ",coded_mrn,coded_accession,video_id,frame_id,image_path,bounding box,Final Diagnosis,Bx Site," \
-              "Final Diagnosis.1,First 50"
+# The hospital CSV's header line, verbatim: the format every hospital CSV must keep.
+CSV_HEADER = ",coded_mrn,coded_accession,video_id,frame_id,image_path,bounding box,Final Diagnosis," \
+             "Bx Site,Final Diagnosis.1,First 50"
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,8 +31,8 @@ def clip_of(manifest, **conditions):
     return next(c for c in manifest["clips"] if all(c[k] == v for k, v in conditions.items()))
 
 
-def write_seed_csv(path, rows, header=SEED_HEADER, encoding="utf-8"):
-    """Rows as lists of the 10 data columns (the counter is added) under the seed's header."""
+def write_csv_rows(path, rows, header=CSV_HEADER, encoding="utf-8"):
+    """Rows as lists of the 10 data columns (the counter is added) under the hospital CSV's header."""
     with open(path, "w", newline="", encoding=encoding) as f:
         f.write(header + "\r\n")
         writer = csv.writer(f)
@@ -41,8 +41,8 @@ def write_seed_csv(path, rows, header=SEED_HEADER, encoding="utf-8"):
     return path
 
 
-def seed_row(image_path, box="[]", frame_id=0, patient="P1", video="P1_A1_1.mp4-x-labelme 3.0.zip",
-             accession="A1", diagnosis="B"):
+def csv_row(image_path, box="[]", frame_id=0, patient="P1", video="P1_A1_1.mp4-x-labelme 3.0.zip",
+            accession="A1", diagnosis="B"):
     return [patient, accession, video, frame_id, image_path, box, "Fibroadenoma", "Left 2:00", "Fibroadenoma",
             diagnosis]
 

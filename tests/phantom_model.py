@@ -40,7 +40,7 @@ from ustumor.data.synthetic import write_phantom_dataset
 from ustumor.engine.defaults import build_config
 from ustumor.evaluation.records import ground_truth_of
 
-CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
 # Overrides that make the phantom config cheap; every tool run on this model needs them too.
 SMALL_MODEL = [
     "MODEL.RESNETS.WIDTH_PER_GROUP", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",

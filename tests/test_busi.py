@@ -120,6 +120,7 @@ def test_registration_names_and_splits(tiny_busi):
     assert MetadataCatalog.get("tinybusi_test").thing_classes == ["benign", "malignant"]
 
 
+@pytest.mark.slow
 def test_real_busi_counts():
     root = shared_busi_or_skip()
     dicts = load_busi_dicts(root, min_area=20)

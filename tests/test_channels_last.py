@@ -16,7 +16,7 @@ from ustumor.data.mapper import UltrasoundDatasetMapper
 from ustumor.data.synthetic import render_phantom
 from ustumor.engine.defaults import build_config
 
-CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
 
 
 def random_model(channels_last):
@@ -57,6 +57,7 @@ def test_only_the_layout_differs(random_models):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 def test_same_features_rpn_losses_and_gradients(random_models):
     # The ROI head's losses are left out: float rounding differs between layouts and can
     # reorder a random model's near-tied proposal scores, and with them the sampled RoIs.
@@ -90,6 +91,7 @@ def test_same_features_rpn_losses_and_gradients(random_models):
         assert relative_error < 0.1, (name, float(relative_error))
 
 
+@pytest.mark.slow
 def test_same_detections_and_checkpoints_load_across_layouts(tmp_path):
     phantom = trained_phantom_model()
     models = {}

@@ -34,6 +34,8 @@ from ustumor.engine import UltrasoundTrainer
 from ustumor.engine.defaults import build_config
 from ustumor.engine.launch import GRACE_SECONDS, launch
 
+pytestmark = pytest.mark.slow  # every test starts several processes (10-55 s each on 2 cores)
+
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 
 

@@ -17,6 +17,8 @@ from ustumor.interpretation.gradcam import (DEFAULT_METHOD, DetectionGradCAM, De
                                             heat_share_in_box, resolve_layer)
 from ustumor.interpretation.overlay import render_cam, render_no_detection
 
+pytestmark = pytest.mark.slow  # the module's fixtures train a phantom model
+
 SCORE_THRESH = 0.45  # TEST.PENALIZED_IOU.SCORE_THRESH's default: the detections the numbers count
 CORRECT_IOU = 0.5  # a "correct detection" overlaps its lesion by IoU >= 0.5 (PASCAL/COCO AP50)
 
@@ -230,10 +232,10 @@ def test_overlay_picture(with_map):
 
 # ------------------------------------------------------------------ sanity checks
 #
-# Measured with this fixture's recipe over seeds 0-3 (tests/phantom_model.py), HiResCAM at
+# Measured with this fixture's recipe over random seeds 0-3 (tests/phantom_model.py), HiResCAM at
 # res5: 64-100% of correct detections at a heat ratio >= 2, median ratio 3.0-4.5 (with
 # randomised weights 0.4-1.7), median Spearman over the heat <= 0. Grad-CAM: 0-15% at
-# ratio >= 2, so it is not held to the localisation check (see ustumor/interpretation/gradcam.py).
+# ratio >= 2, so it is not held to the localisation check (see benchmarks/README.md).
 
 def heat_ratio(cam):
     """Share of the map's heat inside the detection's box over the box's share of the image.

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from hospital_data import SEED_HEADER, clip_of, synthetic_hospital
+from hospital_data import CSV_HEADER, clip_of, synthetic_hospital
 from ustumor.data.builtin import register_builtin_datasets
-from ustumor.data.hospital import (format_box_string, load_hospital_dicts, make_patient_split,
+from ustumor.data.hospital import (format_box_string, hospital_report, load_hospital_dicts, make_patient_split,
                                    parse_box_string, register_hospital_dataset)
 from ustumor.data.mapper import UltrasoundDatasetMapper
-from ustumor.data.splits import save_splits_of
+from ustumor.data.splits import save_splits_of, split_of
 from ustumor.engine.defaults import build_config
 
 
@@ -22,11 +22,11 @@ def iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_synthetic_csv_has_the_seed_format():
+def test_synthetic_csv_has_the_hospital_csv_format():
     folder, manifest = synthetic_hospital()
     with open(os.path.join(folder, "annotations.csv"), encoding="utf-8") as f:
         header, first = f.readline().rstrip("\r\n"), f.readline()
-    assert header == SEED_HEADER
+    assert header == CSV_HEADER
     assert first.startswith("0,")  # the unnamed row counter
     assert '"[(' in first  # the box string is quoted: it holds commas
 
@@ -102,6 +102,11 @@ def test_registration_and_patient_level_split(tmp_path):
     written = save_splits_of(["hosp_t_train"], str(tmp_path / "splits"))
     saved = json.load(open(written[0]))
     assert saved["dataset"] == "hosp_t" and set(saved["patients"]) == set().union(*patients.values())
+    # the family's facts are in Detectron2's MetadataCatalog, for every member
+    assert {MetadataCatalog.get(f"hosp_t_{s}").split_prefix for s in ("train", "val", "test", "all")} == {"hosp_t"}
+    assert split_of("hosp_t")["patients"] == saved["patients"]
+    assert hospital_report("hosp_t")["frames"] == len(everything)
+    assert hospital_report("no_such_prefix") is None and split_of("no_such_prefix") is None
     again = make_patient_split("hosp_t", everything, seed=99, split_file=written[0])
     assert again["patients"] == saved["patients"]
     saved["patients"].pop(sorted(saved["patients"])[0])

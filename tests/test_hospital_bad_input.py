@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from detectron2.data import DatasetCatalog
 
-from hospital_data import clip_of, seed_row, synthetic_hospital, write_seed_csv
+from hospital_data import clip_of, csv_row, synthetic_hospital, write_csv_rows
 from ustumor.data.bad_input import BadInputError
 from ustumor.data.hospital import load_hospital_dicts
 from ustumor.engine.defaults import build_config
@@ -27,23 +27,23 @@ def _sources(tmp_path):
 
 # (reason counted on skip, bad row); a callable gets (png, dicom, no_pixels)
 BAD_ROWS = {
-    "malformed box": lambda png, dcm, nop: seed_row(png, "[(410, 300), (450, 340)"),
-    "fewer than 2 points": lambda png, dcm, nop: seed_row(png, "[(410, 300)]"),
-    "box outside the image": lambda png, dcm, nop: seed_row(png, "[(700, 500), (820, 580)]"),
-    "missing image file": lambda png, dcm, nop: seed_row(os.path.join(os.path.dirname(png), "nope.png"), frame_id=1),
-    "frame_id past the last DICOM frame": lambda png, dcm, nop: seed_row(dcm, frame_id=3, patient="P2",
+    "malformed box": lambda png, dcm, nop: csv_row(png, "[(410, 300), (450, 340)"),
+    "fewer than 2 points": lambda png, dcm, nop: csv_row(png, "[(410, 300)]"),
+    "box outside the image": lambda png, dcm, nop: csv_row(png, "[(700, 500), (820, 580)]"),
+    "missing image file": lambda png, dcm, nop: csv_row(os.path.join(os.path.dirname(png), "nope.png"), frame_id=1),
+    "frame_id past the last DICOM frame": lambda png, dcm, nop: csv_row(dcm, frame_id=3, patient="P2",
                                                                         video="P2_A2_1.mp4"),
-    "DICOM without pixel data": lambda png, dcm, nop: seed_row(nop, frame_id=0, patient="P3", video="P3_A3_1.mp4"),
-    "duplicate row": lambda png, dcm, nop: seed_row(png, "[(300, 200), (400, 260)]"),
+    "DICOM without pixel data": lambda png, dcm, nop: csv_row(nop, frame_id=0, patient="P3", video="P3_A3_1.mp4"),
+    "duplicate row": lambda png, dcm, nop: csv_row(png, "[(300, 200), (400, 260)]"),
 }
 
 
 def _csv_with_bad_row(tmp_path, bad, encoding="utf-8"):
     png, dicom, no_pixels = _sources(tmp_path)
-    good_first = seed_row(png, "[(300, 200), (400, 260)]")
-    good_last = seed_row(dicom, "[(460, 247), (500, 275)]", frame_id=1, patient="P2", video="P2_A2_1.mp4")
+    good_first = csv_row(png, "[(300, 200), (400, 260)]")
+    good_last = csv_row(dicom, "[(460, 247), (500, 275)]", frame_id=1, patient="P2", video="P2_A2_1.mp4")
     rows = [good_first, bad(png, dicom, no_pixels), good_last]
-    return write_seed_csv(str(tmp_path / "annotations.csv"), rows, encoding=encoding)
+    return write_csv_rows(str(tmp_path / "annotations.csv"), rows, encoding=encoding)
 
 
 @pytest.mark.parametrize("reason", sorted(BAD_ROWS))
@@ -70,7 +70,7 @@ def test_bad_row_is_skipped_and_counted(tmp_path, reason, caplog):
 
 def _latin1_row(png, dicom, no_pixels):
     other_frame = png.replace("frame_000000", "frame_000001")
-    return seed_row(other_frame, "[]", frame_id=1)[:6] + ["Fibroadénome", "Région gauche", "Fibroadénome", "B"]
+    return csv_row(other_frame, "[]", frame_id=1)[:6] + ["Fibroadénome", "Région gauche", "Fibroadénome", "B"]
 
 
 def test_non_utf8_csv_names_file_and_row(tmp_path):
@@ -87,19 +87,19 @@ def test_non_utf8_csv_names_file_and_row(tmp_path):
 
 def test_utf8_byte_order_mark_is_accepted(tmp_path):
     png, _, _ = _sources(tmp_path)
-    csv_file = write_seed_csv(str(tmp_path / "bom.csv"), [seed_row(png, "[(300, 200), (400, 260)]")],
+    csv_file = write_csv_rows(str(tmp_path / "bom.csv"), [csv_row(png, "[(300, 200), (400, 260)]")],
                               encoding="utf-8-sig")
     dicts, _ = load_hospital_dicts(csv_file)
     assert dicts[0]["annotations"][0]["bbox"] == [300, 200, 400, 260]
 
 
 @pytest.mark.parametrize("second, expected", [
-    (lambda png: seed_row(png, "[]"), "both without a lesion"),
-    (lambda png: seed_row(png, "[(10, 10), (20, 20)]", patient="P9"), "has patient 'P9' here but 'P1'"),
+    (lambda png: csv_row(png, "[]"), "both without a lesion"),
+    (lambda png: csv_row(png, "[(10, 10), (20, 20)]", patient="P9"), "has patient 'P9' here but 'P1'"),
 ])
 def test_conflicting_rows_of_one_frame_are_refused(tmp_path, second, expected):
     png, _, _ = _sources(tmp_path)
-    csv_file = write_seed_csv(str(tmp_path / "a.csv"), [seed_row(png, "[(300, 200), (400, 260)]"), second(png)])
+    csv_file = write_csv_rows(str(tmp_path / "a.csv"), [csv_row(png, "[(300, 200), (400, 260)]"), second(png)])
     with pytest.raises(BadInputError, match=expected):
         load_hospital_dicts(csv_file)
 
@@ -114,7 +114,7 @@ def test_missing_column_is_a_file_error(tmp_path):
 def test_on_bad_row_from_the_config(tmp_path):
     csv_file = _csv_with_bad_row(tmp_path, BAD_ROWS["box outside the image"])
     entry = f'[["cfghosp", "{csv_file}", ""]]'
-    build_config("", ["DATASETS.HOSPITAL.REGISTER", entry, "DATASETS.ON_BAD_ROW", "skip",
+    build_config("", ["DATASETS.HOSPITAL.REGISTER", entry, "DATASETS.ON_BAD_ITEM", "skip",
                       "DATASETS.HOSPITAL.SPLIT_RATIOS", "[1.0, 0.0, 0.0]"])
     assert len(DatasetCatalog.get("cfghosp_all")) == 2
     build_config("", ["DATASETS.HOSPITAL.REGISTER", entry])  # default: error

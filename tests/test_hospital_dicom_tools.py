@@ -15,6 +15,8 @@ from conftest import REPO_ROOT
 from phantom_model import CONFIG, SMALL_MODEL, run_tool_on, trained_phantom_model
 from ustumor.data.synthetic_hospital import write_synthetic_hospital
 
+pytestmark = pytest.mark.slow  # the module's fixture trains and evaluates a model
+
 NUM_PATIENTS = 7
 HOSPITAL = ["INPUT.CROP_ULTRASOUND", "True", "DATASETS.TRAIN", '("ucla_train",)', "DATASETS.TEST", '("ucla_all",)',
             "TEST.BOOTSTRAP.NUM_SAMPLES", "20"]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hospital_data import seed_row, write_seed_csv
+from hospital_data import csv_row, write_csv_rows
 from ustumor.data.fields import CLIP_ID, DICOM_FRAME, FRAME_ID, PATIENT_ID
 from ustumor.data.hospital import load_hospital_dicts
 from ustumor.data.synthetic_hospital import write_dicom_cine
@@ -44,13 +44,13 @@ def scenario_csv(tmp_path_factory):
         if kind == "dicom":
             path = f"{clip}.dcm"
             write_dicom_cine(str(root / path), np.stack([frame, frame]), "MONOCHROME2")
-            rows += [seed_row(path, box, frame_id=f, patient=patient, video=video) for f in (0, 1)]
+            rows += [csv_row(path, box, frame_id=f, patient=patient, video=video) for f in (0, 1)]
         else:
             for f in (0, 1):
                 path = f"{clip}_frame_{f}.png"
                 cv2.imwrite(str(root / path), frame)
-                rows.append(seed_row(path, box, frame_id=f, patient=patient, video=video))
-    return write_seed_csv(str(root / "annotations.csv"), rows)
+                rows.append(csv_row(path, box, frame_id=f, patient=patient, video=video))
+    return write_csv_rows(str(root / "annotations.csv"), rows)
 
 
 def predictions_for(dicts):

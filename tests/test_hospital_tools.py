@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hospital_data import SEED_HEADER, clip_of, load_tool, seed_row, synthetic_hospital, write_seed_csv
+from hospital_data import CSV_HEADER, clip_of, csv_row, load_tool, synthetic_hospital, write_csv_rows
 from ustumor.data.bad_input import BadInputError
 from ustumor.data.hospital import load_hospital_dicts
 
@@ -26,7 +26,7 @@ def test_prepare_converts_folders_zips_and_dicom(tmp_path, capsys):
     out = tmp_path / "annotations.csv"
     assert prepare(folder, out, "--report", str(tmp_path / "report.json")) == 0
     captured = capsys.readouterr()
-    assert out.read_text().splitlines()[0] == SEED_HEADER
+    assert out.read_text().splitlines()[0] == CSV_HEADER
     dicts, _ = load_hospital_dicts(str(out), image_root=folder, drop_unannotated_in_annotated_clips=False)
     by_frame = {(d["clip_id"], d["frame_id"]): d for d in dicts}
     assert len(by_frame) == sum(len(c["frames"]) for c in manifest["clips"])  # every clip, the zipped one too
@@ -96,13 +96,13 @@ def odd_hospital(tmp_path):
     cv2.imwrite(black, np.zeros((600, 800, 3), np.uint8))
     f0, f1 = (os.path.join(folder, f["image"]) for f in clip["frames"][:2])
     rows = [
-        seed_row(f0, "[(300, 200), (304, 206)]", frame_id=0),  # 4x6 px: tiny
-        seed_row(f1, f"[({sx0 - 20}, {sy0 + 10}), ({sx0 + 30}, {sy0 + 60})]", frame_id=1),  # reaches into the GUI
-        seed_row(black, "[]", frame_id=0, patient="P2", video="P2_A2_1.mp4"),
-        seed_row(os.path.join(folder, other["frames"][0]["image"]), "[(400, 250), (450, 300)]", frame_id=0,
+        csv_row(f0, "[(300, 200), (304, 206)]", frame_id=0),  # 4x6 px: tiny
+        csv_row(f1, f"[({sx0 - 20}, {sy0 + 10}), ({sx0 + 30}, {sy0 + 60})]", frame_id=1),  # reaches into the GUI
+        csv_row(black, "[]", frame_id=0, patient="P2", video="P2_A2_1.mp4"),
+        csv_row(os.path.join(folder, other["frames"][0]["image"]), "[(400, 250), (450, 300)]", frame_id=0,
                  patient="P3", video="P3_A3_1.mp4", diagnosis="M"),
     ]
-    csv_file = write_seed_csv(str(tmp_path / "odd.csv"), rows)
+    csv_file = write_csv_rows(str(tmp_path / "odd.csv"), rows)
     return ["DATASETS.HOSPITAL.REGISTER", f'[["odd", "{csv_file}", ""]]',
             "DATASETS.HOSPITAL.SPLIT_RATIOS", "[1.0, 0.0, 0.0]"]
 

@@ -66,6 +66,6 @@ def test_unknown_optimizer_is_a_clear_error():
 
 
 def test_the_scratch_busi_config_asks_for_random_weights_bn_and_adamw():
-    cfg = build_config(os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_1x.yaml"))
+    cfg = build_config(os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_4500it.yaml"))
     assert (cfg.MODEL.WEIGHTS, cfg.MODEL.RESNETS.NORM, cfg.MODEL.BACKBONE.FREEZE_AT) == ("", "BN", 0)
     assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.DATASETS.TRAIN == ("busi_train",)

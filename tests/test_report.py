@@ -20,7 +20,7 @@ from ustumor.visualization.drawing import write_rgb
 from ustumor.visualization.outcome_images import image_outcome, render_outcome
 from ustumor.visualization.report import build_report
 
-CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 LESION = [40, 30, 80, 60]

@@ -105,7 +105,7 @@ def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
 # ---------------------------------------------------------------------------------------
 # End to end: the phantom config on the CPU, deterministic, killed and resumed
 # ---------------------------------------------------------------------------------------
-CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
 SCHEDULE = [
     "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "128",
     "INPUT.MAX_SIZE_TEST", "160", "DATALOADER.NUM_WORKERS", "0", "SEED", "42",
@@ -160,6 +160,7 @@ def uninterrupted_run(phantom_env, tmp_path_factory):
     return output_dir, max(periods)
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_ends_exactly_as_an_uninterrupted_one(phantom_env, uninterrupted_run, tmp_path):
     reference, period = uninterrupted_run
     output_dir = tmp_path / "interrupted"
@@ -211,6 +212,7 @@ def test_killed_and_resumed_run_ends_exactly_as_an_uninterrupted_one(phantom_env
     assert not [f for f in os.listdir(output_dir) if ".tmp" in f]
 
 
+@pytest.mark.slow
 def test_eval_only_writes_the_medical_suite(phantom_env, uninterrupted_run):
     uninterrupted_run = uninterrupted_run[0]
     result = subprocess.run(

@@ -76,6 +76,7 @@ def _independent_duplicate_pairs(dicts):
     return list(zip(i.tolist(), j.tolist()))
 
 
+@pytest.mark.slow
 def test_real_busi_no_near_duplicate_crosses_splits(tmp_path):
     root = shared_busi_or_skip()
     dicts = load_busi_dicts(root)

@@ -10,7 +10,7 @@ import torch
 from conftest import REPO_ROOT
 from ustumor.data.synthetic import write_phantom_dataset
 
-CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml")
+CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
 SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "128",
          "INPUT.MAX_SIZE_TEST", "160", "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "2",
          "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "TEST.EVAL_PERIOD", "0"]
@@ -33,6 +33,7 @@ def saved_iteration(path):
     return torch.load(path, map_location="cpu", weights_only=False)["iteration"]
 
 
+@pytest.mark.slow
 def test_train_resume_and_eval_only(phantom_env, tmp_path):
     out = str(tmp_path / "run")
     code, log = train_net(phantom_env, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "4", *SMALL)
@@ -42,22 +43,29 @@ def test_train_resume_and_eval_only(phantom_env, tmp_path):
     split = json.load(open(os.path.join(out, "splits", "phantom.json")))
     assert set(split["assignment"].values()) == {"train", "val", "test"}
 
-    code, log = train_net(phantom_env, "--resume", "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "6", *SMALL)
-    assert code == 0, log[-3000:]
+    # TEST.EXPECTED_RESULTS (Detectron2's verify_results) checks the final evaluation: piou <= 1 fails this one
+    code, log = train_net(phantom_env, "--resume", "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "6", *SMALL,
+                          "TEST.EXPECTED_RESULTS", '[["penalized_iou", "piou", 2.0, 0.5]]')
+    assert code != 0 and "Result verification failed" in log, log[-3000:]
     assert "Starting training from iteration 4" in log
     assert saved_iteration(os.path.join(out, "model_final.pth")) == 5
 
     code, log = train_net(phantom_env, "--eval-only", "OUTPUT_DIR", out, *SMALL,
-                          "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "DATASETS.TEST", '("phantom_test",)')
+                          "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "DATASETS.TEST", '("phantom_test",)',
+                          "TEST.EXPECTED_RESULTS", '[["penalized_iou", "piou", 0.5, 0.5]]')  # any piou in [0, 1]
     assert code == 0, log[-3000:]
+    assert "Results verification passed" in log
     # the training run's config stays; the evaluation's is written beside it
     assert "phantom_test" not in open(os.path.join(out, "config.yaml")).read()
     assert "phantom_test" in open(os.path.join(out, "config_eval.yaml")).read()
     assert "Evaluation results for phantom_test" in log and "AP50" in log
+    with open(os.path.join(out, "log.txt")) as f:  # logged, so also in the run's log file
+        assert "Evaluation results for phantom_test" in f.read()
     results = json.load(open(os.path.join(out, "inference", "phantom_test", "results.json")))
     assert set(results["bbox"]) >= {"AP", "AP50", "AP75"}  # NaN when a 6-iteration model detects nothing
 
 
+@pytest.mark.slow
 def test_training_without_a_test_set_has_no_model_best_and_no_warning(phantom_env, tmp_path):
     out = str(tmp_path / "run")
     code, log = train_net(phantom_env, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", *SMALL)
@@ -65,6 +73,13 @@ def test_training_without_a_test_set_has_no_model_best_and_no_warning(phantom_en
     assert os.path.exists(os.path.join(out, "model_final.pth"))
     assert not [name for name in os.listdir(out) if name.startswith("model_best")]
     assert "was not computed" not in log
+
+
+def test_expected_results_need_one_test_set(phantom_env, tmp_path):
+    code, log = train_net(phantom_env, "--eval-only", "OUTPUT_DIR", str(tmp_path / "run"), *SMALL,
+                          "DATASETS.TEST", '("phantom_val", "phantom_test")',
+                          "TEST.EXPECTED_RESULTS", '[["penalized_iou", "piou", 0.5, 0.5]]')
+    assert code != 0 and "TEST.EXPECTED_RESULTS checks the results of one test set" in log, log[-3000:]
 
 
 def test_unreachable_model_zoo_weights_give_a_clear_error(phantom_env, tmp_path):

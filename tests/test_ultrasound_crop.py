@@ -45,7 +45,7 @@ def make_scan(rng, height, width, dark=False, dark_band=False):
     """Speckle scan with layers and hypoechoic lesions, uint8 (height, width).
 
     ``dark``: low gain, mean grey about 10-20 and most pixels exactly black (the
-    frames the seed's 250-non-zero-pixels rule cuts). ``dark_band``: an almost
+    frames a 250-non-zero-pixels rule cuts). ``dark_band``: an almost
     empty band of rows under the skin line, as a dark fat layer in a low-gain frame.
     """
     noise = rng.standard_normal((2, height, width)).astype(np.float32)
@@ -175,8 +175,8 @@ def gui_pixels_inside(gui, found, true_box, tolerance=GUI_TOLERANCE_PX):
     return int(np.count_nonzero(gui[fy0:fy1, fx0:fx1] & ~allowed[fy0:fy1, fx0:fx1]))
 
 
-def seed_rule_crop(grey, min_count=250):
-    """The seed project's rule, for reference only: walk out from the centre
+def count_rule_crop(grey, min_count=250):
+    """A simple count rule, for reference only: walk out from the centre
     while a row / column has at least `min_count` non-zero pixels."""
     nonzero = grey > 0
     rows, cols = nonzero.sum(axis=1), nonzero.sum(axis=0)
@@ -227,15 +227,15 @@ def test_dark_scan_found(seed):
     assert_found(image, true_box, gui, max_edge_error=2)
 
 
-def test_seed_rule_fails_on_dark_scan():
-    """Why the new rule exists: the seed's count rule cuts a low-gain frame."""
+def test_count_rule_fails_on_dark_scan():
+    """Why the crop does more than count pixels: the count rule cuts a low-gain frame."""
     rng = np.random.default_rng(7)
     bright, bright_box, _ = make_workspace(rng)
     rng = np.random.default_rng(7)
     dark, dark_box, _ = make_workspace(rng, dark=True)
     assert bright_box == dark_box
-    assert iou(seed_rule_crop(bright), bright_box) >= 0.9  # fine on a normal frame ...
-    assert iou(seed_rule_crop(dark), dark_box) < 0.5  # ... but not on a dark one
+    assert iou(count_rule_crop(bright), bright_box) >= 0.9  # fine on a normal frame ...
+    assert iou(count_rule_crop(dark), dark_box) < 0.5  # ... but not on a dark one
     assert iou(crop_ultrasound_window(dark), dark_box) >= 0.97
 
 

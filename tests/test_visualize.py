@@ -102,6 +102,7 @@ def run_tool(phantom, output, *args):
                        "--dataset", "phantom_test", *args)
 
 
+@pytest.mark.slow
 def test_tool_names_every_image_by_its_outcome(phantom, tmp_path):
     output = str(tmp_path / "all")
     index = run_tool(phantom, output)
@@ -121,6 +122,7 @@ def test_tool_names_every_image_by_its_outcome(phantom, tmp_path):
     assert os.path.isfile(os.path.join(output, "contact_sheet.png"))
 
 
+@pytest.mark.slow
 def test_tool_keeps_only_the_asked_outcomes_and_takes_overrides(phantom, tmp_path):
     output = str(tmp_path / "fn")
     # nothing reaches a score of 1.01: every lesion image is a miss, every other a TN
@@ -131,6 +133,7 @@ def test_tool_keeps_only_the_asked_outcomes_and_takes_overrides(phantom, tmp_pat
     assert len(written) == min(2, index["counts"]["FN"]) and all(f.startswith("FN_") for f in written)
 
 
+@pytest.mark.slow
 def test_tool_counts_images_and_lesions_as_eval_only_does(phantom, tmp_path):
     """The pictures and the --eval-only numbers agree, for the same weights and dataset:
     images with images (``image_level``), lesions with lesions (``lesion_level``), and the

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Grey-level mean and std of a training split, for ``INPUT.NORMALIZATION: ultrasound``.
 
-    tools/compute_pixel_stats.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml \
+    tools/compute_pixel_stats.py --config-file configs/busi/faster_rcnn_R_50_FPN_4500it.yaml \
         --output datasets/busi_pixel_stats.json
 
 Reads every image of ``DATASETS.TRAIN`` through the same grey read and scan-window

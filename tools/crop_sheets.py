@@ -2,7 +2,7 @@
 """Contact sheets of the scan-window crops with their boxes, one PNG per patient.
 
     tools/crop_sheets.py --dataset ucla_all --output output/crop_sheets
-    tools/crop_sheets.py --config-file configs/ucla/faster_rcnn_R_50_FPN_from_busi.yaml --dataset ucla_train \\
+    tools/crop_sheets.py --config-file configs/ucla/faster_rcnn_R_50_FPN_from_busi_3000it.yaml --dataset ucla_train \\
         --output output/crop_sheets --max-per-patient 24
 
 Each tile is one frame after the crop the mapper would apply (DICOM ultrasound

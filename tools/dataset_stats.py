@@ -3,7 +3,7 @@
 
     tools/dataset_stats.py ucla_train ucla_val ucla_test --output output/stats/ucla --crop
     tools/dataset_stats.py busi_train busi_val busi_test --output output/stats/busi
-    tools/dataset_stats.py --config-file configs/busi_ucla/faster_rcnn_R_50_FPN_joint.yaml busi_train ucla_train \
+    tools/dataset_stats.py --config-file configs/busi_ucla/faster_rcnn_R_50_FPN_joint_6000it.yaml busi_train ucla_train \
         --opts DATASETS.HOSPITAL.DROP_UNANNOTATED_IN_ANNOTATED_CLIPS False
 
 Prints one table row per dataset (images, annotated, negatives, boxes, boxes per

@@ -30,8 +30,8 @@ import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = {  # name: (config, test split)
-    "phantom": (os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu.yaml"), "phantom_test"),
-    "hospital": (os.path.join(REPO_ROOT, "configs", "ucla", "faster_rcnn_R_50_FPN_from_phantom_cpu.yaml"),
+    "phantom": (os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml"), "phantom_test"),
+    "hospital": (os.path.join(REPO_ROOT, "configs", "ucla", "faster_rcnn_R_50_FPN_from_phantom_cpu_60it.yaml"),
                  "ucla_test"),
 }
 

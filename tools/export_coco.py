@@ -4,7 +4,7 @@
     tools/export_coco.py ucla_test output/coco/ucla_test.json
     tools/export_coco.py busi_train busi_train.json --relative-to $USTUMOR_DATASETS/BUSI/Dataset_BUSI_with_GT
     tools/export_coco.py ucla_all ucla.json --frames-dir output/coco/ucla_frames   # DICOM frames as PNG
-    tools/export_coco.py --config-file configs/ucla/faster_rcnn_R_50_FPN_from_busi.yaml ucla_val out.json \\
+    tools/export_coco.py --config-file configs/ucla/faster_rcnn_R_50_FPN_from_busi_3000it.yaml ucla_val out.json \\
         --opts DATASETS.SPLIT.SEED 1
 
 Image ids become 1..N and category ids 1..K; each image keeps its ustumor fields

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Grad-CAM of a trained ustumor detector: which pixels raised each detection's class score.
 
-    tools/gradcam.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml \\
-        --weights output/busi/faster_rcnn_R_50_FPN_1x/model_best.pth \\
-        --dataset busi_test --output output/busi/faster_rcnn_R_50_FPN_1x/gradcam/busi_test
+    tools/gradcam.py --config-file configs/busi/faster_rcnn_R_50_FPN_4500it.yaml \\
+        --weights output/busi/faster_rcnn_R_50_FPN_4500it/model_best.pth \\
+        --dataset busi_test --output output/busi/faster_rcnn_R_50_FPN_4500it/gradcam/busi_test
     tools/gradcam.py ... --input scan1.png scan2.png --output cams/ --layer p3 --method gradcam++ MODEL.DEVICE cpu
 
 Each kept detection (score >= TEST.PENALIZED_IOU.SCORE_THRESH, the TOP_K highest; or
@@ -13,7 +13,7 @@ detection gets ``<image>_no_detection.png`` with a note. ``gradcam.json`` indexe
 with each map's share of heat inside its box.
 
 Methods (through pytorch-grad-cam): hirescam (default), gradcam, gradcam++; see
-``ustumor/interpretation/gradcam.py`` for why HiResCAM is the default for detections.
+benchmarks/README.md ("Grad-CAM: which method") for why HiResCAM is the default for detections.
 Layers: res5 (default; the last block of the backbone), res4, res3, res2, the FPN levels
 p2..p5, or any module path of the model. Trailing ``KEY VALUE`` pairs override the config.
 """
@@ -26,10 +26,11 @@ import sys
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ustumor  # noqa: E402,F401  registers datasets and models
-from ustumor.config import add_ustumor_config  # noqa: E402
+from ustumor.config import RENAMED_KEYS, add_ustumor_config  # noqa: E402
 from ustumor.data.fields import describe_frame, frame_in_file  # noqa: E402
 from ustumor.data.image_io import read_dataset_frame  # noqa: E402
 from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
@@ -81,6 +82,7 @@ def split_trailing_overrides(tokens):
     cfg = get_cfg()
     add_ustumor_config(cfg)
     collect(cfg)
+    keys.update(RENAMED_KEYS)
     for index, token in enumerate(tokens):
         if token in keys and not os.path.isfile(token):
             return tokens[:index], list(tokens[index:])
@@ -109,7 +111,7 @@ def main(args):
     names = image_names([d["file_name"] for d in dicts], [frame_in_file(d) for d in dicts])
     os.makedirs(args.output, exist_ok=True)
     entries = []
-    for dataset_dict, name in zip(dicts, names):
+    for dataset_dict, name in tqdm(list(zip(dicts, names)), desc="Grad-CAM", unit="image"):
         image = read_dataset_frame(dataset_dict)
         truth = ground_truth_of(dataset_dict)[0] if "annotations" in dataset_dict else ()
         detections, cams = explainer.explain(mapper(dataset_dict), instance=args.instance)

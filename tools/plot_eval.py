@@ -2,7 +2,7 @@
 """Plot an --eval-only results JSON: FROC with its CI band, PR curve, score-threshold sweep,
 image-level ROC and confusion matrix.
 
-    tools/plot_eval.py output/busi/faster_rcnn_R_50_FPN_1x/inference/busi_test/results.json
+    tools/plot_eval.py output/busi/faster_rcnn_R_50_FPN_4500it/inference/busi_test/results.json
 
 Writes PNGs into --output (default: a ``plots`` folder beside the JSON). See
 ``ustumor/visualization/eval_plots.py`` for how each curve is read from the results.

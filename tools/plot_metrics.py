@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Plot training curves from one or more runs' metrics.json.
 
-    tools/plot_metrics.py output/busi/faster_rcnn_R_50_FPN_1x
+    tools/plot_metrics.py output/busi/faster_rcnn_R_50_FPN_4500it
     tools/plot_metrics.py output/busi/run output/busi_ucla/stage2 --sequential --output figures/
 
 Writes PNGs (loss components, total loss, learning rate, validation loss when logged,

@@ -3,8 +3,8 @@
 evaluation plots, sample TP/FP/FN images (image outcomes) and Grad-CAM samples. Counts are
 labelled with their unit: ``lesions TP/FP/FN`` apart from ``images TP/FP/FN/TN``.
 
-    tools/report.py output/busi/faster_rcnn_R_50_FPN_1x            # -> .../report.html
-    tools/report.py output/busi/faster_rcnn_R_50_FPN_1x output/ucla/faster_rcnn_R_50_FPN_from_busi \
+    tools/report.py output/busi/faster_rcnn_R_50_FPN_4500it            # -> .../report.html
+    tools/report.py output/busi/faster_rcnn_R_50_FPN_4500it output/ucla/faster_rcnn_R_50_FPN_from_busi_3000it \
         --page output/two_stages.html                              # both stages on one page
 
 It reads what train_net.py (training, --eval-only), tools/visualize_predictions.py

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print the near-duplicate groups behind a dataset's split and draw a contact sheet.
 
-    tools/show_split_groups.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml \
+    tools/show_split_groups.py --config-file configs/busi/faster_rcnn_R_50_FPN_4500it.yaml \
         --dataset busi --output output/busi_groups.png
 
 Each row of the sheet is one group of two or more images (with its split), so
@@ -17,7 +17,7 @@ from detectron2.data import DatasetCatalog
 
 import ustumor  # noqa: F401  registers the datasets
 from ustumor.data.image_io import read_dataset_frame
-from ustumor.data.splits import SPLIT_PROVIDERS
+from ustumor.data.splits import split_of, split_prefixes
 from ustumor.engine.defaults import build_config
 
 TILE = 128
@@ -50,9 +50,9 @@ def main():
     args = parser.parse_args()
 
     build_config(args.config_file, args.opts)
-    if args.dataset not in SPLIT_PROVIDERS:
-        raise SystemExit(f"no split for dataset {args.dataset!r}; registered: {sorted(SPLIT_PROVIDERS)}")
-    split = SPLIT_PROVIDERS[args.dataset]()
+    split = split_of(args.dataset)
+    if split is None:
+        raise SystemExit(f"no split for dataset {args.dataset!r}; registered: {split_prefixes()}")
     records = {d["image_id"]: d for d in DatasetCatalog.get(f"{args.dataset}_all")}
     members = collections.defaultdict(list)
     for image_id, group in split["group"].items():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train or evaluate a ustumor detector.
 
-    tools/train_net.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml
+    tools/train_net.py --config-file configs/busi/faster_rcnn_R_50_FPN_4500it.yaml
     tools/train_net.py --config-file ... --resume            # continue after a timeout
     tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_best.pth
     tools/train_net.py --config-file ... --num-gpus 2 MODEL.DEVICE cpu     # 2 processes, DDP over gloo
@@ -10,22 +10,29 @@ import datetime
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
 
 import ustumor  # noqa: F401  registers datasets and models
 from ustumor.engine import UltrasoundTrainer, setup_config
 from ustumor.engine.defaults import merged_config
 from ustumor.engine.launch import DEFAULT_TIMEOUT, launch
+from ustumor.engine.trainer import check_expected_results
 from ustumor.engine.weights import check_weights_reachable
 
 
 def main(args):
     cfg = setup_config(args)
+    check_expected_results(cfg)
     if args.eval_only:
         model = UltrasoundTrainer.build_model(cfg)
         checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         check_weights_reachable(checkpointer, cfg.MODEL.WEIGHTS, args.resume)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return UltrasoundTrainer.test(cfg, model)
+        results = UltrasoundTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)  # TEST.EXPECTED_RESULTS, as DefaultTrainer.train does after training
+        return results
     trainer = UltrasoundTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

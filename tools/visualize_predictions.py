@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Draw a trained detector's predictions against the truth, one file per image named by outcome.
 
-    tools/visualize_predictions.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml \\
-        --weights output/busi/faster_rcnn_R_50_FPN_1x/model_best.pth --dataset busi_test \\
-        --output output/busi/faster_rcnn_R_50_FPN_1x/visualization/busi_test
+    tools/visualize_predictions.py --config-file configs/busi/faster_rcnn_R_50_FPN_4500it.yaml \\
+        --weights output/busi/faster_rcnn_R_50_FPN_4500it/model_best.pth --dataset busi_test \\
+        --output output/busi/faster_rcnn_R_50_FPN_4500it/visualization/busi_test
     tools/visualize_predictions.py ... --only FP FN --worst 20 TEST.PENALIZED_IOU.SCORE_THRESH 0.3
 
 Files are ``{TP|FP|FN|TN}_<image>_iou_<x>_score_<y>.png``, the prefix being the image's
@@ -24,6 +24,7 @@ import sys
 
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ustumor  # noqa: E402,F401  registers datasets and models
@@ -77,7 +78,7 @@ def main(args):
     class_names = MetadataCatalog.get(args.dataset).get("thing_classes", None)
     os.makedirs(args.output, exist_ok=True)
     drawn, written = [], {}
-    for outcome in selected:
+    for outcome in tqdm(selected, desc="drawing outcomes", unit="image"):
         picture = render_outcome(read_dataset_frame(meta_of[id(outcome)]), outcome, class_names,
                                  thresholds.SCORE_THRESH)
         file = outcome.file_stem + ".png"

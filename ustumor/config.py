@@ -1,5 +1,17 @@
 """ustumor's additions to Detectron2's config (PointRend-style ``add_*_config``)."""
+import logging
+
 from detectron2.config import CfgNode as CN
+
+logger = logging.getLogger(__name__)
+
+# Old key -> its new name. A config using an old key still loads (with a warning); yacs'
+# own register_renamed_key would refuse it. Old keys that now share one name must agree.
+RENAMED_KEYS = {
+    "DATASETS.ON_BAD_ROW": "DATASETS.ON_BAD_ITEM",
+    "DATASETS.BUSI.CLASS_MODE": "DATASETS.CLASS_MODE",
+    "DATASETS.HOSPITAL.CLASS_MODE": "DATASETS.CLASS_MODE",
+}
 
 
 def add_ustumor_config(cfg):
@@ -24,12 +36,16 @@ def add_ustumor_config(cfg):
     cfg.MODEL.CHANNELS_LAST = True
 
     # ---- datasets ----
-    # What to do with a corrupt image, a missing or mismatched mask, a bad row:
-    # "error" stops with a message naming the file; "skip" drops it with a counted warning.
+    # What to do with bad input: a corrupt image, a missing or mismatched mask, a bad hospital
+    # CSV row (malformed or out-of-image box, missing frame, duplicate, non-UTF-8 bytes, ...).
+    # "error" stops with a message naming the file (and CSV row); "skip" drops the image or
+    # row with a counted warning. (Was DATASETS.ON_BAD_ROW for hospital CSVs.)
     cfg.DATASETS.ON_BAD_ITEM = "error"
+    # The classes of every dataset, so that datasets trained together share them:
+    # "lesion": one class; "benign_malignant": two classes, from BUSI's folders and the
+    # hospital CSV's "First 50" (B/M). (Was DATASETS.BUSI.CLASS_MODE and DATASETS.HOSPITAL.CLASS_MODE.)
+    cfg.DATASETS.CLASS_MODE = "lesion"
     cfg.DATASETS.BUSI = CN()
-    # "lesion": one class; "benign_malignant": two classes from BUSI's folders.
-    cfg.DATASETS.BUSI.CLASS_MODE = "lesion"
     # Connected mask components smaller than this many pixels are annotation specks. A benign
     # or malignant image left with no component is bad input (ON_BAD_ITEM), never a negative.
     cfg.DATASETS.BUSI.MIN_AREA = 20
@@ -49,15 +65,9 @@ def add_ustumor_config(cfg):
     cfg.DATASETS.SPLIT.FILES = []
 
     # ---- hospital data: CSV of cine frames (ustumor.data.hospital, datasets/README.md) ----
-    # What to do with a bad CSV row (malformed or out-of-image box, missing frame, duplicate,
-    # non-UTF-8 bytes, ...): "error" stops with the file and row number; "skip" drops the
-    # row with a counted warning.
-    cfg.DATASETS.ON_BAD_ROW = "error"
     cfg.DATASETS.HOSPITAL = CN()
-    # "lesion": one class; "benign_malignant": two classes from the CSV's "First 50" (B/M).
-    cfg.DATASETS.HOSPITAL.CLASS_MODE = "lesion"
-    # Drop box-less frames of clips that have boxes on other frames: the seed found these
-    # to be noisy negatives (the lesion is in view but was not outlined on that frame).
+    # Drop box-less frames of clips that have boxes on other frames: these are noisy
+    # negatives (the lesion is in view but was not outlined on that frame).
     cfg.DATASETS.HOSPITAL.DROP_UNANNOTATED_IN_ANNOTATED_CLIPS = True
     # Patient-level split (train, val, test), in patients; seeded by DATASETS.SPLIT.SEED.
     cfg.DATASETS.HOSPITAL.SPLIT_RATIOS = [0.6, 0.2, 0.2]
@@ -119,3 +129,73 @@ def add_ustumor_config(cfg):
     # With ADAMW, WEIGHT_DECAY is decoupled weight decay and MOMENTUM/NESTEROV are unused.
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.ADAMW_BETAS = [0.9, 0.999]
+
+
+class UstumorCfgNode(CN):
+    """Detectron2's CfgNode that also reads configs written with :data:`RENAMED_KEYS`' old
+    names, from files and from ``KEY VALUE`` lists alike."""
+
+    def merge_from_file(self, cfg_filename, allow_unsafe=True):
+        self.__dict__["_merging_file"] = cfg_filename  # for the messages (CfgNode keeps its own state in __dict__)
+        try:
+            return super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
+        finally:
+            self.__dict__.pop("_merging_file", None)
+
+    def merge_from_other_cfg(self, cfg_other):
+        source = self.__dict__.get("_merging_file", "config")
+        return super().merge_from_other_cfg(upgrade_renamed_keys(cfg_other, source=source))
+
+    def merge_from_list(self, cfg_list):
+        if len(cfg_list) % 2:
+            return super().merge_from_list(cfg_list)  # yacs' error
+        pairs = upgrade_renamed_keys(dict(zip(cfg_list[0::2], cfg_list[1::2])), source="command line", flat=True)
+        return super().merge_from_list([item for pair in pairs.items() for item in pair])
+
+
+def upgrade_renamed_keys(cfg, source="config", flat=False):
+    """``cfg`` (nested, or ``{"A.B": value}`` if ``flat``) with each old key of
+    :data:`RENAMED_KEYS` moved to its new name, with a deprecation warning. Old keys given
+    different values, where they now are one key, are an error naming them."""
+    cfg = cfg.clone() if hasattr(cfg, "clone") else dict(cfg)
+    values = {}  # new key -> {key as written: value}
+    for old, new in RENAMED_KEYS.items():
+        found, value = _pop(cfg, old, flat)
+        if not found:
+            continue
+        logger.warning("%s: config key %s is deprecated, read as %s %r; write %s instead",
+                       source, old, new, value, new)
+        values.setdefault(new, {})[old] = value
+    for new, given in values.items():
+        found, value = _pop(cfg, new, flat)
+        if found:
+            given[new] = value
+        decoded = {key: CN._decode_cfg_value(v) if flat else v for key, v in given.items()}
+        if len({repr(v) for v in decoded.values()}) > 1:
+            raise ValueError(f"{source}: " + ", ".join(f"{key} {v!r}" for key, v in decoded.items())
+                             + f" differ, but they are one setting now: set {new} only")
+        _set(cfg, new, next(iter(given.values())), flat)
+    return cfg
+
+
+def _pop(cfg, key, flat):
+    if flat:
+        return (True, cfg.pop(key)) if key in cfg else (False, None)
+    *parents, leaf = key.split(".")
+    node = cfg
+    for name in parents:
+        node = node.get(name) if isinstance(node, dict) else None
+    if isinstance(node, dict) and leaf in node:
+        return True, node.pop(leaf)
+    return False, None
+
+
+def _set(cfg, key, value, flat):
+    if flat:
+        cfg[key] = value
+        return
+    *parents, leaf = key.split(".")
+    node = cfg
+    for name in parents:
+        node = node.setdefault(name, CN() if isinstance(node, CN) else {})
+    node[leaf] = value

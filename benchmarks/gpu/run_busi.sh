@@ -14,7 +14,7 @@ export PYTHONPATH=/tmp/site:$PWD USTUMOR_DATASETS=$PWD/.gpu_data USTUMOR_CACHE=/
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 mkdir -p "$(dirname "$RUN_DIR")"
 start=$(date +%s)
-python3 tools/train_net.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml \
+python3 tools/train_net.py --config-file configs/busi/faster_rcnn_R_50_FPN_4500it.yaml \
   OUTPUT_DIR "$RUN_DIR" MODEL.DEVICE cuda MODEL.WEIGHTS "" \
   MODEL.RESNETS.NORM BN MODEL.BACKBONE.FREEZE_AT 0 SOLVER.AMP.ENABLED True \
   SOLVER.MAX_ITER "$ITERS" SOLVER.STEPS "($((ITERS * 7 / 10)), $((ITERS * 9 / 10)))" \

@@ -22,10 +22,10 @@ start=$(date +%s)
 python3 - <<'PY'
 from detectron2.data import DatasetCatalog
 from ustumor.engine.defaults import build_config
-build_config("configs/busi/faster_rcnn_R_50_FPN_1x.yaml")
+build_config("configs/busi/faster_rcnn_R_50_FPN_4500it.yaml")
 DatasetCatalog.get("busi_train")
 PY
-python3 tools/train_net.py --config-file configs/busi/faster_rcnn_R_50_FPN_1x.yaml \
+python3 tools/train_net.py --config-file configs/busi/faster_rcnn_R_50_FPN_4500it.yaml \
   --num-gpus "$GPUS" --dist-url auto \
   OUTPUT_DIR "$RUN_DIR" MODEL.DEVICE cuda MODEL.WEIGHTS "" \
   MODEL.RESNETS.NORM BN MODEL.BACKBONE.FREEZE_AT 0 SOLVER.AMP.ENABLED True \

@@ -29,7 +29,7 @@ def register_builtin_datasets(cfg=None):
     options = {}
     if cfg is not None:
         options = dict(
-            class_mode=cfg.DATASETS.BUSI.CLASS_MODE,
+            class_mode=cfg.DATASETS.CLASS_MODE,
             min_area=cfg.DATASETS.BUSI.MIN_AREA,
             on_bad_item=cfg.DATASETS.ON_BAD_ITEM,
             seed=cfg.DATASETS.SPLIT.SEED,
@@ -85,8 +85,8 @@ def _hospital_options(cfg):
         return {}
     hospital = cfg.DATASETS.HOSPITAL
     return dict(
-        class_mode=hospital.CLASS_MODE,
-        on_bad_row=cfg.DATASETS.ON_BAD_ROW,
+        class_mode=cfg.DATASETS.CLASS_MODE,
+        on_bad_row=cfg.DATASETS.ON_BAD_ITEM,
         drop_unannotated_in_annotated_clips=hospital.DROP_UNANNOTATED_IN_ANNOTATED_CLIPS,
         dicom_first_frame=hospital.DICOM_FIRST_FRAME,
         csv_encoding=hospital.CSV_ENCODING,

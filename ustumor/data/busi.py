@@ -36,7 +36,7 @@ _MASK_NAME = re.compile(r"^(?P<stem>.+)_mask(_\d+)?\.png$", re.I)
 
 def busi_class_names(class_mode):
     if class_mode not in CLASS_MODES:
-        raise ValueError(f"DATASETS.BUSI.CLASS_MODE must be one of {sorted(CLASS_MODES)}, got {class_mode!r}")
+        raise ValueError(f"DATASETS.CLASS_MODE must be one of {sorted(CLASS_MODES)}, got {class_mode!r}")
     return list(CLASS_MODES[class_mode])
 
 

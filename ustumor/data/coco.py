@@ -33,8 +33,6 @@ __all__ = ["register_coco_dataset", "register_coco_datasets", "load_coco_dicts",
 # Dataset-dict fields copied into each exported COCO image (Detectron2's loader ignores them).
 EXTRA_IMAGE_KEYS = ALL_FIELDS + tuple(DIAGNOSIS_FIELDS.values())
 
-_COCO_NAMES = {}  # name -> (json_file, image_root) registered here
-
 
 def register_coco_dataset(name, json_file, image_root):
     """Register a COCO instances json as ``name``: Detectron2's ``load_coco_json``, plus
@@ -45,15 +43,15 @@ def register_coco_dataset(name, json_file, image_root):
     """
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
     if name in DatasetCatalog.list():
-        if name not in _COCO_NAMES:
+        if MetadataCatalog.get(name).get("registered_by", None) != "register_coco_dataset":
             raise ValueError(f"DATASETS.COCO: {name!r} is already registered by another dataset; choose another name")
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"DATASETS.COCO: {name!r}: json file {json_file} not found")
     DatasetCatalog.register(name, lambda: load_coco_dicts(json_file, image_root, name))
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
-    _COCO_NAMES[name] = (json_file, image_root)
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco",
+                                  registered_by="register_coco_dataset")  # may be registered again
 
 
 def load_coco_dicts(json_file, image_root, dataset_name=None):

@@ -5,7 +5,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .busi import busi_class_names, find_busi_root, load_busi_dicts
-from .splits import SPLIT_NAMES, apply_split, make_image_split, register_split_provider
+from .splits import SPLIT_NAMES, apply_split, make_image_split
 
 
 @functools.lru_cache(maxsize=8)
@@ -34,7 +34,7 @@ def register_busi_layout(prefix, root, class_mode="lesion", min_area=20, on_bad_
 def register_split_family(prefix, all_dicts, get_split, **metadata):
     """Register ``<prefix>_{train,val,test,all}`` lazily over ``all_dicts()`` (each dict
     carrying its ``split``), replacing earlier registrations; ``get_split()`` gives the
-    split file copied into each run."""
+    split file copied into each run (``split_provider`` in each set's metadata)."""
     for split_name in SPLIT_NAMES + ("all",):
         name = f"{prefix}_{split_name}"
         if name in DatasetCatalog.list():
@@ -45,5 +45,5 @@ def register_split_family(prefix, all_dicts, get_split, **metadata):
             return [dict(d) for d in all_dicts() if split_name == "all" or d["split"] == split_name]
 
         DatasetCatalog.register(name, load)
-        MetadataCatalog.get(name).set(evaluator_type="coco", split_prefix=prefix, **metadata)
-    register_split_provider(prefix, get_split)
+        MetadataCatalog.get(name).set(evaluator_type="coco", split_prefix=prefix, split_provider=get_split,
+                                      **metadata)

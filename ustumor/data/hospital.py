@@ -1,4 +1,4 @@
-"""Hospital cine-frame datasets (e.g. "UCLA") from a CSV in the seed's format.
+"""Hospital cine-frame datasets (e.g. "UCLA") from an annotation CSV (datasets/README.md).
 
 The CSV has one row per lesion box, or one row with ``[]`` for a frame without a
 lesion, and these columns (the first, unnamed, is a row counter)::
@@ -25,7 +25,7 @@ lesion, and these columns (the first, unnamed, is a row counter)::
 
 Row numbers in messages are the file's line numbers, header = row 1, as a
 spreadsheet shows them. Bad rows stop the load with a message naming the file
-and row, or are skipped and counted (``DATASETS.ON_BAD_ROW``).
+and row, or are skipped and counted (``DATASETS.ON_BAD_ITEM``).
 """
 import ast
 import csv
@@ -35,6 +35,7 @@ import logging
 import math
 import os
 
+from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
@@ -51,7 +52,7 @@ __all__ = [
     "make_patient_split", "register_hospital_dataset", "write_hospital_csv", "hospital_report",
 ]
 
-# The seed's columns, in order; the first (unnamed) is a row counter.
+# The CSV's columns, in order; the first (unnamed) is a row counter.
 CSV_COLUMNS = ("", "coded_mrn", "coded_accession", "video_id", "frame_id", "image_path", "bounding box",
                "Final Diagnosis", "Bx Site", "Final Diagnosis.1", "First 50")
 REQUIRED_COLUMNS = ("coded_mrn", "coded_accession", "video_id", "frame_id", "image_path", "bounding box")
@@ -64,7 +65,7 @@ _FIRST_50_CLASS = {"B": "benign", "M": "malignant"}
 
 def hospital_class_names(class_mode):
     if class_mode not in CLASS_MODES:
-        raise ValueError(f"DATASETS.HOSPITAL.CLASS_MODE must be one of {sorted(CLASS_MODES)}, got {class_mode!r}")
+        raise ValueError(f"DATASETS.CLASS_MODE must be one of {sorted(CLASS_MODES)}, got {class_mode!r}")
     return list(CLASS_MODES[class_mode])
 
 
@@ -99,13 +100,13 @@ def _number_text(value):
 
 
 def format_box_string(box):
-    """The four corners of ``[x0, y0, x1, y1]`` in the seed's format."""
+    """The four corners of ``[x0, y0, x1, y1]`` as the CSV's ``bounding box`` column writes them."""
     x0, y0, x1, y1 = (_number_text(v) for v in box)
     return f"[({x0}, {y0}), ({x1}, {y0}), ({x1}, {y1}), ({x0}, {y1})]"
 
 
 def write_hospital_csv(path, rows):
-    """Write rows (dicts keyed by :data:`CSV_COLUMNS` names, counter excluded) in the seed's format."""
+    """Write rows (dicts keyed by :data:`CSV_COLUMNS` names, counter excluded) as a hospital CSV."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{path}.tmp{os.getpid()}"
     with open(temporary, "w", newline="", encoding="utf-8") as f:
@@ -353,7 +354,7 @@ def _parse_row(row, where, image_root, sources, class_names, dicom_first_frame):
         name = record[DIAGNOSIS]
         if not name:
             raise _BadRow("no B/M diagnosis", f"{where}: 'First 50' is {record['first_50']!r}, not B or M "
-                                              "(needed by DATASETS.HOSPITAL.CLASS_MODE benign_malignant)")
+                                              "(needed by DATASETS.CLASS_MODE benign_malignant)")
         record["category_id"] = class_names.index(name)
     return record, [x0, y0, x1, y1]
 
@@ -433,9 +434,6 @@ def make_patient_split(dataset, dicts, seed=0, ratios=(0.6, 0.2, 0.2), stratify_
 # --------------------------------------------------------------------------
 # Registration
 # --------------------------------------------------------------------------
-_REGISTERED = {}  # prefix -> key of _split_hospital
-
-
 @functools.lru_cache(maxsize=8)
 def _split_hospital(prefix, csv_file, image_root, class_mode, on_bad_row, drop_unannotated, dicom_first_frame,
                     csv_encoding, seed, ratios, stratify_by, split_file):
@@ -460,15 +458,15 @@ def register_hospital_dataset(prefix, csv_file, image_root=None, class_mode="les
     key = (prefix, os.path.abspath(csv_file), image_root, class_mode, on_bad_row,
            bool(drop_unannotated_in_annotated_clips), int(dicom_first_frame), csv_encoding, int(seed),
            tuple(float(r) for r in ratios), tuple(stratify_by), split_file)
-    _REGISTERED[prefix] = key
     register_split_family(prefix, lambda: _split_hospital(*key)[0], lambda: _split_hospital(*key)[1],
                           thing_classes=hospital_class_names(class_mode), dataset_root=image_root,
-                          csv_file=os.path.abspath(csv_file))
+                          csv_file=os.path.abspath(csv_file), load_report=lambda: dict(_split_hospital(*key)[2]))
 
 
 def hospital_report(prefix):
     """The load report (rows, frames, boxes, skipped rows, dropped frames) of a registered
     hospital prefix (this loads it), or None if ``prefix`` is not a hospital set."""
-    if prefix not in _REGISTERED:
+    if prefix is None or f"{prefix}_all" not in MetadataCatalog.list():
         return None
-    return dict(_split_hospital(*_REGISTERED[prefix])[2])
+    load_report = MetadataCatalog.get(f"{prefix}_all").get("load_report", None)
+    return load_report() if load_report is not None else None

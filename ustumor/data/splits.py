@@ -11,6 +11,7 @@ import os
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from .fields import DIAGNOSIS, GROUP_ID, SPLIT
 from .image_io import read_dataset_frame
@@ -158,7 +159,7 @@ def make_image_split(dataset, dicts, seed, ratios, max_distance, min_correlation
     if os.path.exists(cached):
         return load_split(cached)
     hashes, thumbnails = [], []
-    for d in dicts:
+    for d in tqdm(dicts, desc=f"{dataset}: near-duplicate hashes", unit="image"):
         grey = read_dataset_frame(d)
         hashes.append(perceptual_hash(grey))
         thumbnails.append(normalized_thumbnail(grey))
@@ -178,12 +179,26 @@ def make_image_split(dataset, dicts, seed, ratios, max_distance, min_correlation
     return split
 
 
-# prefix -> callable returning that dataset's split dict, for copying into a run
-SPLIT_PROVIDERS = {}
+# A split dataset family <prefix>_{train,val,test,all} keeps in MetadataCatalog its
+# "split_prefix" and its "split_provider", a callable returning the split dict.
 
 
-def register_split_provider(prefix, get_split):
-    SPLIT_PROVIDERS[prefix] = get_split
+def split_of(prefix):
+    """The split dict of the registered family ``prefix`` (e.g. ``busi``), or None."""
+    from detectron2.data import MetadataCatalog
+
+    if f"{prefix}_all" not in MetadataCatalog.list():
+        return None
+    provider = MetadataCatalog.get(f"{prefix}_all").get("split_provider", None)
+    return provider() if provider is not None else None
+
+
+def split_prefixes():
+    """The prefixes of the registered split families."""
+    from detectron2.data import MetadataCatalog
+
+    return sorted({MetadataCatalog.get(n).get("split_prefix", None) for n in MetadataCatalog.list()
+                   if MetadataCatalog.get(n).get("split_provider", None) is not None} - {None})
 
 
 def save_splits_of(dataset_names, directory):
@@ -192,9 +207,10 @@ def save_splits_of(dataset_names, directory):
 
     written = []
     for prefix in sorted({MetadataCatalog.get(n).get("split_prefix", None) for n in dataset_names} - {None}):
-        if prefix in SPLIT_PROVIDERS:
+        split = split_of(prefix)
+        if split is not None:
             path = os.path.join(directory, f"{prefix}.json")
-            save_split(path, SPLIT_PROVIDERS[prefix]())
+            save_split(path, split)
             written.append(path)
     return written
 

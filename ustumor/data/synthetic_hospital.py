@@ -4,7 +4,7 @@
 (CVAT) exports of cine clips of phantom scans embedded in 600x800 scanner
 screenshots, one of them zipped and one with a nested ``default/default/``; a case
 list; a multi-frame DICOM cine with a Sequence of Ultrasound Regions and (fake)
-patient tags; the seed-format CSV of all of it; and a ``manifest.json`` with the
+patient tags; the hospital CSV of all of it; and a ``manifest.json`` with the
 ground truth (scan windows and lesion boxes per frame).
 
 Layout::
@@ -13,7 +13,7 @@ Layout::
     out_dir/exports/<...>.zip                 a zipped clip (a real zip file)
     out_dir/dicom/<mrn>_<acc>_<k>.dcm         the DICOM cine of one clip (also exported as PNG)
     out_dir/cases.csv                         coded_mrn, coded_accession, Final Diagnosis, Bx Site, Coded Diagnosis
-    out_dir/annotations.csv                   seed format; the zipped clip's frames exist only in the zip,
+    out_dir/annotations.csv                   hospital CSV; the zipped clip's frames exist only in the zip,
                                               so it is left out; the DICOM clip points at the DICOM
     out_dir/manifest.json
 """
@@ -90,11 +90,11 @@ def render_clip(rng, kind, num_frames, frame_hw=(600, 800), scan_hw=(300, 400), 
 def _rotated_corners(box, start):
     x0, y0, x1, y1 = box
     corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
-    return corners[start:] + corners[:start]  # the seed assumed one order; exports vary
+    return corners[start:] + corners[:start]  # exports list the corners in varying orders
 
 
 def _points_string(points):
-    """``[(x, y), ...]`` the way the seed's CSV writes points."""
+    """``[(x, y), ...]`` the way the hospital CSV writes points."""
     return "[" + ", ".join(f"({x:g}, {y:g})" for x, y in points) + "]"
 
 
@@ -201,8 +201,9 @@ def write_synthetic_hospital(
     patient 1 is zipped, of patient 2 nested in ``default/default/``; the clips of the
     ``dicom_patients`` (default: patient 3, one clip) are also written as multi-frame DICOM
     cines, which the CSV then points at (a zipped clip's too); the lesion clip of patient 6 has two lesions. In the
-    lesion clips of patients 0 and 4, frame 1 is left unannotated (the "noisy negative" the seed found). Rectangles and polygons
-    alternate by clip, with corners in a different order each frame.
+    lesion clips of patients 0 and 4, frame 1 is left unannotated (a "noisy negative": the
+    lesion in view, not outlined). Rectangles and polygons alternate by clip, with corners in
+    a different order each frame.
     """
     if num_patients < 7:
         raise ValueError("num_patients must be >= 7 (the special clips need their own patients)")

@@ -6,7 +6,7 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_ustumor_config
+from ..config import UstumorCfgNode, add_ustumor_config
 from ..data.builtin import register_builtin_datasets
 from ..data.normalization import apply_normalization
 
@@ -16,6 +16,7 @@ def merged_config(config_file="", opts=()):
     read besides the file (the launcher reads MODEL.DEVICE from it before starting processes)."""
     cfg = get_cfg()
     add_ustumor_config(cfg)
+    cfg = UstumorCfgNode(cfg)  # also reads old key names
     if config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))

@@ -44,6 +44,14 @@ def scalar_results(results):
     return kept
 
 
+def check_expected_results(cfg):
+    """Detectron2's ``verify_results`` reads ``TEST.EXPECTED_RESULTS`` as ``[task, metric, value,
+    tolerance]`` of one test set's results (``task/metric`` as in ``results.json``)."""
+    if len(cfg.TEST.EXPECTED_RESULTS) and len(cfg.DATASETS.TEST) != 1:
+        raise ValueError(f"TEST.EXPECTED_RESULTS checks the results of one test set, but DATASETS.TEST is "
+                         f"{tuple(cfg.DATASETS.TEST)}: give one test set, or no TEST.EXPECTED_RESULTS")
+
+
 class UltrasoundTrainer(DefaultTrainer):
     """DefaultTrainer that reads ultrasound through :class:`UltrasoundDatasetMapper`, copies the
     data splits into ``OUTPUT_DIR``, and
@@ -76,6 +84,7 @@ class UltrasoundTrainer(DefaultTrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
+        check_expected_results(cfg)
         self.register_hooks(self.build_hooks())
         if comm.is_main_process():
             save_splits_of(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), os.path.join(cfg.OUTPUT_DIR, "splits"))
@@ -159,12 +168,14 @@ class UltrasoundTrainer(DefaultTrainer):
         the random generators as it found them, so evaluating does not change the training."""
         with preserved_rng_state():
             evaluators = [self.build_evaluator(self.cfg, name, full_suite=False) for name in self.cfg.DATASETS.TEST]
-            return scalar_results(self.test(self.cfg, self.model, evaluators))
+            # DefaultTrainer.train checks the last results against TEST.EXPECTED_RESULTS
+            self._last_eval_results = self.test(self.cfg, self.model, evaluators)
+            return scalar_results(self._last_eval_results)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """Evaluate on each ``DATASETS.TEST`` set; write ``inference/<name>/results.json`` and
-        print a table. Without ``evaluators``, runs the full medical evaluation suite."""
+        log a table. Without ``evaluators``, runs the full medical evaluation suite."""
         if isinstance(evaluators, DatasetEvaluator):
             evaluators = [evaluators]
         if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
@@ -178,9 +189,8 @@ class UltrasoundTrainer(DefaultTrainer):
                 folder = os.path.join(cfg.OUTPUT_DIR, "inference", name)
                 path = os.path.join(folder, "results.json")
                 atomic_write_text(path, json.dumps(json_safe(results[name]), indent=1))
-                # printed, so the table reaches stdout whatever logging the caller set up
-                print(f"Evaluation results for {name} (written to {path}):\n{format_results_table(results[name])}",
-                      flush=True)
+                logger.info("Evaluation results for %s (written to %s):\n%s", name, path,
+                            format_results_table(results[name]))
         if len(results) == 1:
             return list(results.values())[0]
         return results

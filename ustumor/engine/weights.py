@@ -12,7 +12,7 @@ def explain_unreachable_weights(weights, error):
     return WeightsUnavailableError(
         f"MODEL.WEIGHTS={weights!r} could not be fetched ({error}). This machine seems to be offline. "
         "Download the file elsewhere and set MODEL.WEIGHTS to its local path, or train from scratch "
-        "with MODEL.WEIGHTS \"\" and a BN/GN config (e.g. configs/phantom/faster_rcnn_R_50_FPN_cpu.yaml): "
+        "with MODEL.WEIGHTS \"\" and a BN/GN config (e.g. configs/phantom/faster_rcnn_R_50_FPN_cpu_300it.yaml): "
         "FrozenBN with random weights does not train."
     )
 

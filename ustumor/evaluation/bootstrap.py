@@ -8,6 +8,7 @@ each came from, so a patient drawn twice counts as two patients.
 from typing import Callable, Dict, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 
 def clusters_of(units: Sequence):
@@ -44,7 +45,7 @@ def bootstrap(statistic: Callable[[np.ndarray, np.ndarray], Dict[str, float]], u
     clusters = clusters_of(units)
     rng = np.random.default_rng(seed)
     values = {}
-    for _ in range(num_samples):
+    for _ in tqdm(range(num_samples), desc="bootstrap", unit="resample"):
         chosen = rng.integers(0, len(clusters), len(clusters))
         indices = np.concatenate([clusters[c] for c in chosen])
         draws = np.concatenate([np.full(len(clusters[c]), k) for k, c in enumerate(chosen)])

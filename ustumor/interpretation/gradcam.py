@@ -1,42 +1,19 @@
 """Grad-CAM for Detectron2's Faster R-CNN, through pytorch-grad-cam.
 
 pytorch-grad-cam does the maths (tensor hooks on the target layer, HiResCAM, Grad-CAM and
-Grad-CAM++ weights, ReLU, rescaling). What it cannot do with a Detectron2 model out of
-the box is call it and score its output: Detectron2 takes a list of dicts and returns
-``Instances``, while the library passes an image tensor and hands each image's output
-to a target callable. :class:`DetectionModelAdapter` closes that gap: it takes a
-``(1, 3, H, W)`` tensor and returns torchvision-style ``{"boxes", "labels", "scores"}``
-dicts, which :class:`DetectionScoreTarget` (or the library's own
-``FasterRCNNBoxScoreTarget``) can score.
+Grad-CAM++ weights, ReLU, rescaling). :class:`DetectionModelAdapter` lets it call a
+Detectron2 model: it takes a ``(1, 3, H, W)`` tensor and returns torchvision-style
+``{"boxes", "labels", "scores"}`` dicts, which :class:`DetectionScoreTarget` (or the
+library's ``FasterRCNNBoxScoreTarget``) scores.
 
-The target is one detection's class score. The proposals are fixed (Detectron2 computes
-them under ``no_grad``), so the gradient reaches the backbone through ROI pooling of
-that detection's box only.
-
-Which method. Grad-CAM weights each channel by its gradient averaged over the whole map,
-then sums the channels *everywhere*. That suits a classifier, whose score pools the whole
-map; a detection's score depends only on what ROI pooling reads around its box, yet
-Grad-CAM still paints every place where the same channels fire. Measured on the test
-fixture's phantom detector (R50-FPN at 1/8 width; 4 seeds x 300/400 iterations), the
-share of heat inside the box reached twice the box's share of the image for 0-15% of
-correct detections with Grad-CAM (0-8% with Grad-CAM++), and 14-71% of Grad-CAM maps
-were all zero: the evidence sat on the bright tissue beside and behind the lesion.
-HiResCAM (Draelos & Carin, 2020) keeps the gradient's location (heat = ReLU of the
-channel sum of gradient x activation), so it paints only what can change this score:
-64-100% of correct detections pass the same bar, the median ratio is 1.6-10 times the
-one with randomised weights, and trained and randomised maps do not correlate (median
-Spearman <= 0 over the heat; Adebayo et al., 2018). HiResCAM is the default;
-``gradcam`` and ``gradcam++`` stay available.
-
-Details that earlier attempts got wrong:
-
-- gradients are taken with tensor hooks (the library's), never with the deprecated
-  ``register_backward_hook``; the input requires grad, so a layer whose weights are all
-  frozen still gets a gradient;
-- the image is padded to the backbone's size divisibility *before* the library sees it,
-  so the feature map and the CAM cover the same pixels; the padding is cut off afterwards;
-- a map that is all zero or not finite is reported as empty, with the reason, instead of
-  being stretched into a picture of noise.
+The target is one detection's class score. The proposals are fixed (computed under
+``no_grad``), so the gradient reaches the backbone only through ROI pooling of that box.
+HiResCAM (the default) keeps the gradient's location, so it paints only what can change
+that score; Grad-CAM averages the gradient over the map and paints wherever the same
+channels fire (measurements: benchmarks/README.md, "Grad-CAM: which method"). The input
+requires grad, so a frozen layer still gets a gradient; the image is padded to the
+backbone's size divisibility before the library sees it (the padding is cut off after);
+an all-zero or non-finite map is reported empty, with the reason, never stretched.
 """
 import math
 from dataclasses import dataclass
