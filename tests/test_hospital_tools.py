@@ -10,7 +10,7 @@ import pytest
 
 from hospital_data import SEED_HEADER, clip_of, load_tool, seed_row, synthetic_hospital, write_seed_csv
 from ustumor.data.bad_input import BadInputError
-from ustumor.data.hospital import load_hospital_dicts
+from ustumor.data.datasets.hospital import load_hospital_dicts
 
 
 def prepare(folder, out, *extra, exports=None, cases=None):

@@ -8,9 +8,9 @@ from detectron2.structures import BoxMode
 
 from ustumor.config import add_ustumor_config
 from ustumor.data.mapper import UltrasoundDatasetMapper
-from ustumor.data.normalization import apply_normalization, compute_pixel_stats
-from ustumor.data.synthetic import embed_in_workspace, embed_mask, render_phantom
-from ustumor.data.busi import mask_to_boxes
+from ustumor.data.preprocessing.normalization import apply_normalization, compute_pixel_stats
+from ustumor.synthetic import embed_in_workspace, embed_mask, render_phantom
+from ustumor.data.datasets.busi import mask_to_boxes
 import cv2
 
 

@@ -1,6 +1,6 @@
-"""Scan-window crop on synthetic scanner screenshots (ustumor.data.ultrasound).
+"""Scan-window crop on synthetic scanner screenshots (ustumor.data.preprocessing.scan_window).
 
-Most screenshots are built here, independent of ustumor.data.synthetic: a
+Most screenshots are built here, independent of ustumor.synthetic: a
 speckle scan in a 600x800 black workspace with GUI text on every side, a
 body-marker pictogram, a grey-scale bar, depth ticks and sometimes a thin
 frame; plus a dark (low-gain) scan, a curvilinear fan, JPEG-compressed
@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ustumor.data.synthetic import render_screenshots
-from ustumor.data.ultrasound import (
+from ustumor.synthetic import render_screenshots
+from ustumor.data.preprocessing.scan_window import (
     CropFailureCounter,
     CropResult,
     apply_crop,
