@@ -49,6 +49,8 @@ def test_old_scan_window_path_keeps_its_helpers():
         ultrasound = fresh_import("ustumor.data.ultrasound")
     from ustumor.data.preprocessing import scan_window
     assert ultrasound.crop_ultrasound_window is scan_window.crop_ultrasound_window
+    assert ultrasound._find_scan_blob is scan_window._find_scan_blob
+    assert not hasattr(scan_window, "shift_boxes")  # no longer public API
     grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
     assert np.array_equal(ultrasound.to_grey(ultrasound.to_three_channels(grey)), grey)
     np.testing.assert_allclose(ultrasound.shift_boxes([[1, 1, 3, 5]], (1, 0, 3, 3)), [[0, 1, 2, 3]])

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import List, Sequence
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
 from ..utils.file_io import atomic_write_text, json_safe
 from ..utils.numbers import ratio
@@ -63,19 +65,11 @@ SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(20))
 
 
 def pairwise_iou(boxes1, boxes2):
-    """(N, M) IoU matrix of two sets of XYXY boxes; degenerate boxes have IoU 0."""
-    boxes1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
-    boxes2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    area1 = np.clip(boxes1[:, 2] - boxes1[:, 0], 0, None) * np.clip(boxes1[:, 3] - boxes1[:, 1], 0, None)
-    area2 = np.clip(boxes2[:, 2] - boxes2[:, 0], 0, None) * np.clip(boxes2[:, 3] - boxes2[:, 1], 0, None)
-    top_left = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    size = np.clip(bottom_right - top_left, 0, None)
-    intersection = size[..., 0] * size[..., 1]
-    union = area1[:, None] + area2[None, :] - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, intersection / union, 0.0)
-    return iou
+    """(N, M) IoU matrix of two sets of XYXY boxes (array-likes), as float64 numpy:
+    torchvision's ``box_iou``, with 0 where both boxes are empty (0/0)."""
+    boxes1 = torch.as_tensor(np.asarray(boxes1, dtype=np.float64).reshape(-1, 4))
+    boxes2 = torch.as_tensor(np.asarray(boxes2, dtype=np.float64).reshape(-1, 4))
+    return np.nan_to_num(box_iou(boxes1, boxes2).numpy(), nan=0.0)
 
 
 @dataclass

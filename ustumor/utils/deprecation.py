@@ -23,6 +23,8 @@ MOVED_MODULES = {
     "ustumor.data.synthetic_hospital": "ustumor.synthetic.hospital",
     "ustumor.visualization.inference": "ustumor.engine.inference",
 }
+# where an old path is served from, when not from its new module: names dropped from it
+_SERVED_FROM = {"ustumor.data.ultrasound": "ustumor.data.preprocessing._ultrasound_compat"}
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -39,7 +41,7 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         new_name = MOVED_MODULES[spec.name]
         warnings.warn(f"{spec.name} moved to {new_name}; the old path will be removed in the next release",
                       DeprecationWarning, stacklevel=2)
-        module = importlib.import_module(new_name)
+        module = importlib.import_module(_SERVED_FROM.get(spec.name, new_name))
         self._specs[module.__name__] = module.__spec__
         return module
 
