@@ -24,6 +24,8 @@ setup(
         "tabulate",  # the --eval-only results table
         "tqdm",
         "pydicom>=3.0",
+        "scikit-learn",  # ROC curve (ustumor/evaluation/roc.py)
+        "scipy",  # tied ranks for the AUC (ustumor/evaluation/roc.py)
         # Grad-CAM maths (tensor-hook gradients, Grad-CAM/Grad-CAM++); ustumor adds the Detectron2 adapter
         "grad-cam>=1.5.7,<1.6",
         # Detectron2 v0.6's own runtime dependencies (installed without --deps,

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_crop.py [--frames 1000] [--dark-fraction 0.25] [--seed 0]
         [--before bc77488] [--output benchmarks/results/crop.json]
 
-Frames: ``ustumor.data.synthetic.render_screenshots`` (600x800 scanner screenshots,
+Frames: ``ustumor.synthetic.render_screenshots`` (600x800 scanner screenshots,
 scans of many sizes; every fourth one dark at the default fraction: low gain, dark
 tissue or a shadow reaching the scan's border), converted to grey once, in memory.
 
@@ -16,7 +16,7 @@ frames), both per wall-clock second and per second of this process's CPU time (t
 second is the fairer figure on a shared, busy machine; the load average is recorded).
 Crops:
 
-- ``after``: ``ustumor.data.ultrasound`` as it is in the working tree;
+- ``after``: ``ustumor.data.preprocessing.scan_window`` as it is in the working tree;
 - ``before``: the same module at git revision ``--before`` (default: the last commit
   before the dark-frame change), loaded from ``git show`` into a temporary module;
 - ``largest_component``: a reference, the bounding box of the largest 8-connected
@@ -37,8 +37,8 @@ import torch
 
 from common import REPO_ROOT, machine_facts, print_table, summarize, write_json
 
-from ustumor.data import ultrasound  # noqa: E402
-from ustumor.data.synthetic import render_screenshots  # noqa: E402
+from ustumor.data.preprocessing import scan_window  # noqa: E402
+from ustumor.synthetic import render_screenshots  # noqa: E402
 
 # The crop as it was before dark frames were handled (issue 9, item 6).
 BEFORE_REVISION = "bc77488c4a76b772c82bc1147afd5e76109c0a18"
@@ -47,11 +47,15 @@ BACKGROUND_LEVEL = 4  # the crop's default
 
 
 def load_crop_at(revision):
-    """``crop_ultrasound_window_or_full`` of ustumor/data/ultrasound.py at a git revision."""
-    source = subprocess.run(
-        ["git", "-C", REPO_ROOT, "show", f"{revision}:ustumor/data/ultrasound.py"],
-        check=True, capture_output=True, text=True,
-    ).stdout
+    """``crop_ultrasound_window_or_full`` of the scan-window module at a git revision (it was
+    ustumor/data/ultrasound.py before the data package was laid out by job)."""
+    for path in ("ustumor/data/preprocessing/scan_window.py", "ustumor/data/ultrasound.py"):
+        shown = subprocess.run(["git", "-C", REPO_ROOT, "show", f"{revision}:{path}"], capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise RuntimeError(f"no scan-window module at revision {revision}")
+    source = shown.stdout
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "ultrasound_before.py")
         with open(path, "w") as f:
@@ -159,7 +163,7 @@ def main():
     num_lesions = sum(len(frame["lesion_boxes"]) for frame in frames)
     print(f"{len(frames)} frames ({num_dark} dark), {num_lesions} lesion boxes, seed {args.seed}")
 
-    crops = {"before": load_crop_at(args.before), "after": ultrasound.crop_ultrasound_window_or_full,
+    crops = {"before": load_crop_at(args.before), "after": scan_window.crop_ultrasound_window_or_full,
              "largest_component": largest_component_crop}
     results = {name: score(crop, frames) for name, crop in crops.items()}
     greys = [frame["grey"] for frame in frames]

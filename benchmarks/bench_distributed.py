@@ -21,7 +21,7 @@ from common import REPO_ROOT, machine_facts, print_table, write_json
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 from phantom_model import CONFIG, SMALL_MODEL  # noqa: E402
-from ustumor.data.synthetic import write_phantom_dataset  # noqa: E402
+from ustumor.synthetic import write_phantom_dataset  # noqa: E402
 
 SPEED = re.compile(r"Overall training speed: (\d+) iterations in \S+ \(([0-9.]+) s / it\)")
 

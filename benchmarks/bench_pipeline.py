@@ -26,12 +26,12 @@ from common import REPO_ROOT, machine_facts, print_table, summarize, write_json
 import ustumor  # noqa: E402,F401
 from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
-from ustumor.data.busi import load_busi_dicts  # noqa: E402
+from ustumor.data.datasets.busi import load_busi_dicts  # noqa: E402
 from ustumor.data.datasets import register_busi_layout  # noqa: E402
 from ustumor.data.image_io import read_grey  # noqa: E402
 from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
-from ustumor.data.synthetic import write_phantom_dataset  # noqa: E402
-from ustumor.data.ultrasound import crop_ultrasound_window  # noqa: E402
+from ustumor.synthetic import write_phantom_dataset  # noqa: E402
+from ustumor.data.preprocessing.scan_window import crop_ultrasound_window  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
 from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 

@@ -33,7 +33,7 @@ from common import REPO_ROOT, fmt, machine_facts, print_table, time_interleaved,
 
 import ustumor  # noqa: E402,F401
 from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
-from ustumor.data.synthetic import render_phantom  # noqa: E402
+from ustumor.synthetic import render_phantom  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
 from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 from detectron2.structures import BoxMode  # noqa: E402

@@ -18,7 +18,7 @@ CSV_HEADER = ",coded_mrn,coded_accession,video_id,frame_id,image_path,bounding b
 def synthetic_hospital():
     """(UCLA folder, manifest) of a synthetic export: 8 patients, 10 clips of 3 frames,
     one clip zipped, one nested, one also as a multi-frame DICOM. Read-only for tests."""
-    from ustumor.data.synthetic_hospital import write_synthetic_hospital
+    from ustumor.synthetic.hospital import write_synthetic_hospital
 
     root = tempfile.mkdtemp(prefix="ustumor_hospital_")
     atexit.register(shutil.rmtree, root, True)

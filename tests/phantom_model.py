@@ -33,10 +33,10 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 from conftest import REPO_ROOT
-from ustumor.data.busi import load_busi_dicts
+from ustumor.data.datasets.busi import load_busi_dicts
 from ustumor.data.mapper import UltrasoundDatasetMapper
 from ustumor.data.splits import apply_split, make_image_split
-from ustumor.data.synthetic import write_phantom_dataset
+from ustumor.synthetic import write_phantom_dataset
 from ustumor.engine.defaults import build_config
 from ustumor.evaluation.records import ground_truth_of
 

@@ -10,7 +10,7 @@ from detectron2.structures import BoxMode
 
 from conftest import blob_mask, shared_busi_or_skip, speckle, write_busi_image
 from ustumor.data.bad_input import BadInputError
-from ustumor.data.busi import load_busi_dicts
+from ustumor.data.datasets.busi import load_busi_dicts
 from ustumor.data.datasets import register_busi_layout
 
 

@@ -13,7 +13,7 @@ from detectron2.utils.events import EventStorage
 from conftest import REPO_ROOT
 from phantom_model import trained_phantom_model
 from ustumor.data.mapper import UltrasoundDatasetMapper
-from ustumor.data.synthetic import render_phantom
+from ustumor.synthetic import render_phantom
 from ustumor.engine.defaults import build_config
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")

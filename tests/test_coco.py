@@ -9,9 +9,9 @@ from detectron2.structures import BoxMode
 from pycocotools.coco import COCO
 
 from hospital_data import load_tool, synthetic_hospital
-from ustumor.data.coco import export_coco_json
+from ustumor.data.datasets.coco import export_coco_json
 from ustumor.data.fields import CLIP_ID, DIAGNOSIS, FRAME_ID, PATIENT_ID, SPLIT
-from ustumor.data.hospital import register_hospital_dataset
+from ustumor.data.datasets.hospital import register_hospital_dataset
 from ustumor.data.image_io import read_frame_grey, read_grey
 from ustumor.engine.defaults import build_config
 

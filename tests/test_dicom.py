@@ -12,7 +12,7 @@ from hospital_data import load_tool, synthetic_hospital
 from ustumor.data.bad_input import BadInputError
 from ustumor.data.dicom import is_dicom, read_dicom_frame, read_dicom_info
 from ustumor.data.image_io import read_frame_grey
-from ustumor.data.synthetic_hospital import PHI_CANARY, fake_patient_tags, render_clip, write_dicom_cine
+from ustumor.synthetic.hospital import PHI_CANARY, fake_patient_tags, render_clip, write_dicom_cine
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 from conftest import REPO_ROOT
 from phantom_model import CONFIG, SMALL_MODEL, trained_phantom_model
 from ustumor.data.samplers import ResumableTrainingSampler
-from ustumor.data.synthetic import write_phantom_dataset
+from ustumor.synthetic import write_phantom_dataset
 from ustumor.engine import UltrasoundTrainer
 from ustumor.engine.defaults import build_config
 from ustumor.engine.launch import GRACE_SECONDS, launch

@@ -7,8 +7,8 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from hospital_data import CSV_HEADER, clip_of, synthetic_hospital
-from ustumor.data.builtin import register_builtin_datasets
-from ustumor.data.hospital import (format_box_string, hospital_report, load_hospital_dicts, make_patient_split,
+from ustumor.data.datasets.builtin import register_builtin_datasets
+from ustumor.data.datasets.hospital import (format_box_string, hospital_report, load_hospital_dicts, make_patient_split,
                                    parse_box_string, register_hospital_dataset)
 from ustumor.data.mapper import UltrasoundDatasetMapper
 from ustumor.data.splits import save_splits_of, split_of
@@ -204,8 +204,8 @@ def test_mapper_moves_hospital_boxes_with_the_crop_and_resize():
 
 
 def test_crop_boxes_are_cached_on_disk(monkeypatch, tmp_path):
-    import ustumor.data.mapper as mapper_module
-    from ustumor.data.crop_cache import CropBoxStore
+    import ustumor.data.preprocessing.crop_cache as crop_cache_module
+    from ustumor.data.preprocessing.crop_cache import CropBoxStore
 
     folder, manifest = synthetic_hospital()
     clip, frame = _workspace_frame(manifest)
@@ -213,12 +213,12 @@ def test_crop_boxes_are_cached_on_disk(monkeypatch, tmp_path):
     with open(os.path.join(folder, frame["image"]), "rb") as src, open(path, "wb") as dst:
         dst.write(src.read())
     calls = []
-    real = mapper_module.compute_crop
-    monkeypatch.setattr(mapper_module, "compute_crop", lambda *a: calls.append(a[0]) or real(*a))
+    real = crop_cache_module.compute_crop
+    monkeypatch.setattr(crop_cache_module, "compute_crop", lambda *a: calls.append(a[0]) or real(*a))
     store = str(tmp_path / "crops.sqlite")
 
     def fresh_cache():  # a new process: empty memory, same disk cache
-        cache = mapper_module.CropCache()
+        cache = crop_cache_module.CropCache()
         cache.store = CropBoxStore(store)
         return cache
 

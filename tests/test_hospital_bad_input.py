@@ -8,7 +8,7 @@ from detectron2.data import DatasetCatalog
 
 from hospital_data import clip_of, csv_row, synthetic_hospital, write_csv_rows
 from ustumor.data.bad_input import BadInputError
-from ustumor.data.hospital import load_hospital_dicts
+from ustumor.data.datasets.hospital import load_hospital_dicts
 from ustumor.engine.defaults import build_config
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from phantom_model import CONFIG, SMALL_MODEL, run_tool_on, trained_phantom_model
-from ustumor.data.synthetic_hospital import write_synthetic_hospital
+from ustumor.synthetic.hospital import write_synthetic_hospital
 
 pytestmark = pytest.mark.slow  # the module's fixture trains and evaluates a model
 

@@ -10,8 +10,8 @@ import pytest
 
 from hospital_data import csv_row, write_csv_rows
 from ustumor.data.fields import CLIP_ID, DICOM_FRAME, FRAME_ID, PATIENT_ID
-from ustumor.data.hospital import load_hospital_dicts
-from ustumor.data.synthetic_hospital import write_dicom_cine
+from ustumor.data.datasets.hospital import load_hospital_dicts
+from ustumor.synthetic.hospital import write_dicom_cine
 from ustumor.evaluation.records import make_records
 from ustumor.evaluation.suite import evaluate_suite
 

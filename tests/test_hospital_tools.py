@@ -10,7 +10,7 @@ import pytest
 
 from hospital_data import CSV_HEADER, clip_of, csv_row, load_tool, synthetic_hospital, write_csv_rows
 from ustumor.data.bad_input import BadInputError
-from ustumor.data.hospital import load_hospital_dicts
+from ustumor.data.datasets.hospital import load_hospital_dicts
 
 
 def prepare(folder, out, *extra, exports=None, cases=None):

@@ -28,7 +28,7 @@ from detectron2.structures import Boxes, pairwise_iou
 from conftest import REPO_ROOT
 from phantom_model import CONFIG as PHANTOM_CONFIG
 from phantom_model import SMALL_MODEL, train_briefly, write_split_phantom
-from ustumor.data.synthetic_hospital import write_synthetic_hospital
+from ustumor.synthetic.hospital import write_synthetic_hospital
 from ustumor.engine.defaults import build_config
 
 STAGE2 = os.path.join(REPO_ROOT, "configs", "ucla", "faster_rcnn_R_50_FPN_from_busi_3000it.yaml")

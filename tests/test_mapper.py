@@ -8,9 +8,9 @@ from detectron2.structures import BoxMode
 
 from ustumor.config import add_ustumor_config
 from ustumor.data.mapper import UltrasoundDatasetMapper
-from ustumor.data.normalization import apply_normalization, compute_pixel_stats
-from ustumor.data.synthetic import embed_in_workspace, embed_mask, render_phantom
-from ustumor.data.busi import mask_to_boxes
+from ustumor.data.preprocessing.normalization import apply_normalization, compute_pixel_stats
+from ustumor.synthetic import embed_in_workspace, embed_mask, render_phantom
+from ustumor.data.datasets.busi import mask_to_boxes
 import cv2
 
 
@@ -57,6 +57,27 @@ def test_boxes_shift_with_the_crop_and_resize(workspace_frame):
     assert out["image"].shape[1] == 256 and out["image"].shape[0] == 3
     # the dataset dict itself is untouched (original frame coordinates)
     assert record["annotations"][0]["bbox"] == lesion_box
+
+
+def test_boxes_partly_outside_the_crop_are_clipped_and_boxes_outside_it_dropped(tmp_path):
+    image = (np.arange(600 * 800).reshape(600, 800) % 251).astype(np.uint8)
+    path = str(tmp_path / "frame.png")
+    cv2.imwrite(path, image)
+    crop_box = (100, 50, 400, 350)  # 300 x 300
+    boxes = [[150, 100, 200, 180],  # inside
+             [80, 40, 120, 70],  # over the top-left corner
+             [380, 300, 450, 400],  # over the bottom-right corner
+             [10, 10, 60, 40]]  # entirely outside
+    record = {"file_name": path, "height": 600, "width": 800, "image_id": "frame",
+              "annotations": [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 0}
+                              for b in boxes]}
+    mapper = UltrasoundDatasetMapper(is_train=True, augmentations=[], crop_ultrasound=True)
+    mapper.crop_cache.crop_box = lambda path, grey=None, frame=None: crop_box
+    out = mapper(record)
+    assert out["crop_box"] == crop_box
+    assert np.array_equal(out["image"][0].numpy(), image[50:350, 100:400])
+    expected = [[50, 50, 100, 130], [0, 0, 20, 20], [280, 250, 300, 300]]  # moved by (100, 50), clipped
+    np.testing.assert_allclose(out["instances"].gt_boxes.tensor.numpy(), expected)
 
 
 def test_without_crop_boxes_only_scale(workspace_frame):

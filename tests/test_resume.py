@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from ustumor.data.samplers import ResumableTrainingSampler, ResumableTrainLoader
-from ustumor.data.synthetic import write_phantom_dataset
+from ustumor.data.build import ResumableTrainLoader
+from ustumor.data.samplers import ResumableTrainingSampler
+from ustumor.synthetic import write_phantom_dataset
 from ustumor.engine.checkpoint import capture_rng_state, restore_rng_state
 
 

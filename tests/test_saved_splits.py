@@ -8,7 +8,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from hospital_data import synthetic_hospital
 from ustumor.data.splits import save_splits_of
-from ustumor.data.synthetic import write_phantom_dataset
+from ustumor.synthetic import write_phantom_dataset
 from ustumor.engine.defaults import build_config
 
 

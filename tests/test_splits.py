@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_busi_or_skip
-from ustumor.data.busi import load_busi_dicts
+from ustumor.data.datasets.busi import load_busi_dicts
 from ustumor.data.image_io import read_grey
 from ustumor.data.splits import (
     connected_groups,

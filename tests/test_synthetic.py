@@ -1,4 +1,4 @@
-"""Tests of the synthetic BUSI-like phantom (ustumor.data.synthetic, tools/make_phantom.py)."""
+"""Tests of the synthetic BUSI-like phantom (ustumor.synthetic, tools/make_phantom.py)."""
 import importlib.util
 import json
 import os
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ustumor.data import synthetic
+from ustumor import synthetic
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILE_PATTERN = re.compile(r"^(benign|malignant|normal) \((\d+)\)(_mask(?:_(\d+))?)?\.png$")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from ustumor.data.synthetic import write_phantom_dataset
+from ustumor.synthetic import write_phantom_dataset
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
 SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "128",

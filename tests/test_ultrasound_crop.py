@@ -1,6 +1,6 @@
-"""Scan-window crop on synthetic scanner screenshots (ustumor.data.ultrasound).
+"""Scan-window crop on synthetic scanner screenshots (ustumor.data.preprocessing.scan_window).
 
-Most screenshots are built here, independent of ustumor.data.synthetic: a
+Most screenshots are built here, independent of ustumor.synthetic: a
 speckle scan in a 600x800 black workspace with GUI text on every side, a
 body-marker pictogram, a grey-scale bar, depth ticks and sometimes a thin
 frame; plus a dark (low-gain) scan, a curvilinear fan, JPEG-compressed
@@ -14,23 +14,25 @@ import cv2
 import numpy as np
 import pytest
 
-from ustumor.data.synthetic import render_screenshots
-from ustumor.data.ultrasound import (
+from ustumor.data.preprocessing.scan_window import (
     CropFailureCounter,
     CropResult,
-    apply_crop,
+    _to_grey,
     crop_ultrasound_window,
     crop_ultrasound_window_or_full,
-    shift_boxes,
-    to_grey,
-    to_three_channels,
 )
+from ustumor.synthetic import render_screenshots
 
 SCREEN_H, SCREEN_W = 600, 800
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 # GUI pixels may lie this close to the scan inside the found box (tick marks and
 # frame lines 2 px from the scan edge, box edges off by a pixel or two).
 GUI_TOLERANCE_PX = 3
+
+
+def three_channels(grey):
+    """A screenshot stored as three equal channels."""
+    return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 # --------------------------------------------------------------------------
@@ -296,7 +298,7 @@ def test_already_cropped_image_is_full_frame():
         scan = make_scan(rng, height, width, dark=dark)
         assert crop_ultrasound_window_or_full(scan) == ((0, 0, width, height), True)
         full = ((0, 0, width, height), True)
-        assert crop_ultrasound_window_or_full(to_three_channels(scan)) == full
+        assert crop_ultrasound_window_or_full(three_channels(scan)) == full
 
 
 @pytest.mark.parametrize("kind", ["black", "gui_only", "tiny"])
@@ -320,62 +322,25 @@ def test_crop_is_deterministic_and_accepts_grey_and_colour():
     image, true_box, _ = make_workspace(np.random.default_rng(11))
     first = crop_ultrasound_window(image)
     assert crop_ultrasound_window(image) == first
-    assert crop_ultrasound_window(to_three_channels(image)) == first
+    assert crop_ultrasound_window(three_channels(image)) == first
     assert crop_ultrasound_window(image[:, :, None]) == first
     with pytest.raises(TypeError):
         crop_ultrasound_window(image.astype(np.uint16))
 
 
-def test_shift_boxes_partially_outside():
-    crop_box = (100, 50, 400, 350)  # 300 x 300
-    boxes = np.array([
-        [150.0, 100.0, 200.0, 180.0],  # inside
-        [80.0, 40.0, 120.0, 70.0],  # over the top-left corner
-        [380.0, 300.0, 450.0, 400.0],  # over the bottom-right corner
-        [10.0, 10.0, 60.0, 40.0],  # entirely outside
-    ])
-    shifted = shift_boxes(boxes, crop_box)
-    expected = np.array([
-        [50.0, 50.0, 100.0, 130.0],
-        [0.0, 0.0, 20.0, 20.0],
-        [280.0, 250.0, 300.0, 300.0],
-        [0.0, 0.0, 0.0, 0.0],
-    ])
-    np.testing.assert_allclose(shifted, expected)
-    assert shifted.dtype == np.float64 and boxes[1, 0] == 80.0  # input untouched
-    keep = (shifted[:, 2] > shifted[:, 0]) & (shifted[:, 3] > shifted[:, 1])
-    assert keep.tolist() == [True, True, True, False]
-    assert shift_boxes(np.zeros((0, 4)), crop_box).shape == (0, 4)
-    np.testing.assert_allclose(shift_boxes([110, 60, 120, 70], crop_box), [[10, 10, 20, 20]])
-
-
-def test_apply_crop_matches_shift_boxes():
-    image = np.arange(600 * 800, dtype=np.int64).reshape(600, 800) % 251
-    image = image.astype(np.uint8)
-    crop_box = (120, 40, 700, 560)
-    cropped = apply_crop(image, crop_box)
-    assert cropped.shape == (520, 580)
-    assert cropped[0, 0] == image[40, 120] and cropped[-1, -1] == image[559, 699]
-    (x0, y0, x1, y1), = shift_boxes([[130, 45, 140, 60]], crop_box).astype(int)
-    assert np.array_equal(cropped[y0:y1, x0:x1], image[45:60, 130:140])
-
-
-def test_grey_and_three_channel_conversion():
+def test_grey_conversion():
     grey = np.random.default_rng(0).integers(0, 256, (40, 60), dtype=np.uint8)
-    three = to_three_channels(grey)
-    assert three.shape == (40, 60, 3)
-    assert all(np.array_equal(three[:, :, c], grey) for c in range(3))
-    assert to_three_channels(grey[:, :, None]).shape == (40, 60, 3)
-    assert np.array_equal(to_grey(three), grey)  # equal channels: exactly one of them
+    three = three_channels(grey)
+    assert np.array_equal(_to_grey(three), grey)  # equal channels: exactly one of them
     every_level = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    assert np.array_equal(to_grey(to_three_channels(every_level)), every_level)
-    assert to_grey(grey) is grey
+    assert np.array_equal(_to_grey(three_channels(every_level)), every_level)
+    assert _to_grey(grey) is grey
     colour = three.copy()
     colour[:, :, 2] = 255 - grey  # a real colour image: weighted conversion
-    assert np.array_equal(to_grey(colour), cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY))
-    assert to_grey(colour[:, ::2]).shape == (40, 30)  # non-contiguous input
+    assert np.array_equal(_to_grey(colour), cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY))
+    assert _to_grey(colour[:, ::2]).shape == (40, 30)  # non-contiguous input
     with pytest.raises(ValueError):
-        to_grey(np.zeros((4, 4, 2), np.uint8))
+        _to_grey(np.zeros((4, 4, 2), np.uint8))
 
 
 def test_failure_counter_logs_counted_warnings(caplog):

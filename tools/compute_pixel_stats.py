@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import ustumor  # noqa: F401  registers the datasets
 from ustumor.data.mapper import UltrasoundDatasetMapper
-from ustumor.data.normalization import compute_pixel_stats
+from ustumor.data.preprocessing.normalization import compute_pixel_stats
 from ustumor.engine.defaults import build_config
 
 

@@ -25,7 +25,7 @@ from detectron2.structures import BoxMode
 import ustumor  # noqa: F401  registers the datasets
 from ustumor.data.fields import CLIP_ID, DICOM_FRAME, FRAME_ID, PATIENT_ID
 from ustumor.data.image_io import read_dataset_frame
-from ustumor.data.mapper import CropCache
+from ustumor.data.preprocessing.crop_cache import CropCache
 from ustumor.engine.defaults import build_config
 
 GREEN, ORANGE, RED, YELLOW = (0, 220, 0), (0, 165, 255), (0, 0, 255), (0, 255, 255)

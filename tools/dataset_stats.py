@@ -32,9 +32,9 @@ from tabulate import tabulate  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import ustumor  # noqa: F401,E402  registers the datasets
-from ustumor.data import hospital  # noqa: E402
+from ustumor.data.datasets import hospital  # noqa: E402
 from ustumor.data.fields import CLIP_ID, DICOM_FRAME, FRAME_ID, PATIENT_ID  # noqa: E402
-from ustumor.data.mapper import CropCache  # noqa: E402
+from ustumor.data.preprocessing.crop_cache import CropCache  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
 
 

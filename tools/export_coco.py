@@ -16,7 +16,7 @@ import sys
 
 import ustumor  # noqa: F401  registers the datasets
 from detectron2.data import DatasetCatalog
-from ustumor.data.coco import export_coco_json
+from ustumor.data.datasets.coco import export_coco_json
 from ustumor.engine.defaults import build_config
 
 

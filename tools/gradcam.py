@@ -21,26 +21,24 @@ import argparse
 import json
 import logging
 import os
-import sys
 
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ustumor  # noqa: E402,F401  registers datasets and models
-from ustumor.config import RENAMED_KEYS, add_ustumor_config  # noqa: E402
-from ustumor.data.fields import describe_frame, frame_in_file  # noqa: E402
-from ustumor.data.image_io import read_dataset_frame  # noqa: E402
-from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
-from ustumor.engine.defaults import build_config  # noqa: E402
-from ustumor.evaluation.records import ground_truth_of  # noqa: E402
-from ustumor.interpretation.gradcam import CAM_METHODS, DEFAULT_METHOD, LAYER_CHOICES, DetectionGradCAM  # noqa: E402
-from ustumor.interpretation.overlay import cam_statistics, render_cam, render_no_detection  # noqa: E402
-from ustumor.visualization.drawing import write_rgb  # noqa: E402
-from ustumor.visualization.inference import load_model, with_available_device  # noqa: E402
-from ustumor.visualization.outcome_images import image_names  # noqa: E402
+import ustumor  # noqa: F401  registers datasets and models
+from ustumor.config import RENAMED_KEYS, add_ustumor_config
+from ustumor.data.fields import describe_frame, frame_in_file
+from ustumor.data.image_io import read_dataset_frame
+from ustumor.data.mapper import UltrasoundDatasetMapper
+from ustumor.engine.defaults import build_config
+from ustumor.engine.inference import load_model, with_available_device
+from ustumor.evaluation.records import ground_truth_of
+from ustumor.interpretation.gradcam import CAM_METHODS, DEFAULT_METHOD, LAYER_CHOICES, DetectionGradCAM
+from ustumor.interpretation.overlay import cam_statistics, render_cam, render_no_detection
+from ustumor.visualization.drawing import write_rgb
+from ustumor.visualization.outcome_images import image_names
 
 logger = logging.getLogger("ustumor.gradcam")
 

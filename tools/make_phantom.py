@@ -13,14 +13,7 @@ import argparse
 import os
 import sys
 
-try:
-    from ustumor.data.synthetic import BUSI_ROOT_NAME, write_phantom_dataset
-except ModuleNotFoundError as error:
-    if error.name != "ustumor":
-        raise
-    # Not installed: run from the source checkout this script lives in.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from ustumor.data.synthetic import BUSI_ROOT_NAME, write_phantom_dataset
+from ustumor.synthetic import BUSI_ROOT_NAME, write_phantom_dataset
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -9,10 +9,8 @@ Writes PNGs into --output (default: a ``plots`` folder beside the JSON). See
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ustumor.visualization.eval_plots import FIGURES, load_results, plot_results  # noqa: E402
+from ustumor.visualization.eval_plots import FIGURES, load_results, plot_results
 
 
 def parse_args(argv=None):

@@ -11,10 +11,8 @@ another on the iteration axis (a fine-tuning stage after its pre-training stage)
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ustumor.visualization.metric_plots import load_run, plot_runs  # noqa: E402
+from ustumor.visualization.metric_plots import load_run, plot_runs
 
 
 def parse_args(argv=None):

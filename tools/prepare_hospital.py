@@ -33,16 +33,10 @@ from PIL import Image
 from tabulate import tabulate
 from tqdm import tqdm
 
-try:
-    import ustumor  # noqa: F401
-except ModuleNotFoundError as error:
-    if error.name != "ustumor":
-        raise
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from ustumor.data import dicom, labelme  # noqa: E402
-from ustumor.data.bad_input import BadInputError, BadInputPolicy  # noqa: E402
-from ustumor.data.hospital import format_box_string, write_hospital_csv  # noqa: E402
+from ustumor.data import dicom
+from ustumor.data.bad_input import BadInputError, BadInputPolicy
+from ustumor.data.datasets import labelme
+from ustumor.data.datasets.hospital import format_box_string, write_hospital_csv
 
 DEFAULT_CLIP_PATTERN = r"^(?P<mrn>[^_]+)_(?P<accession>[^_]+)_(?P<clip>[^_.]+)\.mp4"
 CASE_REQUIRED = ("coded_mrn", "coded_accession")
@@ -187,7 +181,7 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     if args.synthetic:
-        from ustumor.data.synthetic_hospital import write_synthetic_hospital
+        from ustumor.synthetic.hospital import write_synthetic_hospital
 
         dicom = {"dicom_patients": range(0, args.num_patients, args.dicom_every)} if args.dicom_every > 0 else {}
         write_synthetic_hospital(args.synthetic, num_patients=args.num_patients,

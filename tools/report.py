@@ -15,10 +15,8 @@ instead.
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ustumor.visualization.report import build_report  # noqa: E402
+from ustumor.visualization.report import build_report
 
 
 def parse_args(argv=None):

@@ -20,21 +20,19 @@ the config.
 import argparse
 import json
 import os
-import sys
 
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ustumor  # noqa: E402,F401  registers datasets and models
-from ustumor.data.fields import frame_in_file  # noqa: E402
-from ustumor.data.image_io import read_dataset_frame  # noqa: E402
-from ustumor.engine.defaults import build_config  # noqa: E402
-from ustumor.evaluation.suite import COUNT_DEFINITIONS  # noqa: E402
-from ustumor.visualization.drawing import contact_sheet, write_rgb  # noqa: E402
-from ustumor.visualization.inference import load_model, predict_records, with_available_device  # noqa: E402
-from ustumor.visualization.outcome_images import (OUTCOMES, image_names, image_outcome, outcome_counts,  # noqa: E402
+import ustumor  # noqa: F401  registers datasets and models
+from ustumor.data.fields import frame_in_file
+from ustumor.data.image_io import read_dataset_frame
+from ustumor.engine.defaults import build_config
+from ustumor.evaluation.suite import COUNT_DEFINITIONS
+from ustumor.visualization.drawing import contact_sheet, write_rgb
+from ustumor.engine.inference import load_model, predict_records, with_available_device
+from ustumor.visualization.outcome_images import (OUTCOMES, image_names, image_outcome, outcome_counts,
                                                   render_outcome, select_outcomes)
 
 

@@ -5,6 +5,9 @@ with Detectron2, as Detectron2's own projects do.
 """
 from .config import add_ustumor_config
 from . import modeling  # noqa: F401  registers CropAwareRCNN
-from .data import builtin  # noqa: F401  registers the builtin datasets
+from .data.datasets import builtin  # noqa: F401  registers the builtin datasets
+from .utils.deprecation import install_moved_modules
+
+install_moved_modules()  # old module paths, for one release
 
 __all__ = ["add_ustumor_config"]

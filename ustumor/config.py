@@ -64,7 +64,7 @@ def add_ustumor_config(cfg):
     # each file names its dataset, and at most one file per dataset.
     cfg.DATASETS.SPLIT.FILES = []
 
-    # ---- hospital data: CSV of cine frames (ustumor.data.hospital, datasets/README.md) ----
+    # ---- hospital data: CSV of cine frames (ustumor.data.datasets.hospital, datasets/README.md) ----
     cfg.DATASETS.HOSPITAL = CN()
     # Drop box-less frames of clips that have boxes on other frames: these are noisy
     # negatives (the lesion is in view but was not outlined on that frame).
@@ -81,7 +81,7 @@ def add_ustumor_config(cfg):
     # each registering <prefix>_{train,val,test,all}.
     cfg.DATASETS.HOSPITAL.REGISTER = []
 
-    # ---- COCO-json datasets (ustumor.data.coco) ----
+    # ---- COCO-json datasets (ustumor.data.datasets.coco) ----
     # [name, json_file, image_root] triples registered with Detectron2's register_coco_instances,
     # e.g. DATASETS.COCO '[["mine_train", "mine/train.json", "mine/images"]]'.
     cfg.DATASETS.COCO = []

@@ -13,7 +13,7 @@ import sys
 import cv2
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from ustumor.data.busi import BUSI_CLASSES, BUSI_SUBDIR, find_busi_root  # noqa: E402
+from ustumor.data.datasets.busi import BUSI_CLASSES, BUSI_SUBDIR, find_busi_root  # noqa: E402
 from ustumor.data.image_io import read_grey  # noqa: E402
 
 

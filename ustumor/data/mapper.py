@@ -8,10 +8,9 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .crop_cache import CropBoxStore, compute_crop, frame_key
 from .fields import DICOM_FRAME
-from .image_io import read_dataset_frame, read_frame_grey
-from .ultrasound import CropFailureCounter
+from .image_io import read_dataset_frame
+from .preprocessing.crop_cache import CropCache
 
 logger = logging.getLogger(__name__)
 
@@ -33,36 +32,6 @@ def build_ultrasound_augmentations(cfg, is_train):
     if tuple(contrast) != (1.0, 1.0):
         augmentations.append(T.RandomContrast(*contrast))
     return augmentations
-
-
-class CropCache:
-    """Scan-window boxes, found once per frame.
-
-    Kept in memory per process and on disk across processes and runs
-    (:class:`~ustumor.data.crop_cache.CropBoxStore` under ``$USTUMOR_CACHE``), keyed by
-    path, mtime, size and frame. A DICOM with ultrasound regions gives its box directly.
-    """
-
-    def __init__(self, persistent=True):
-        self._boxes = {}
-        self.failures = CropFailureCounter(logger)
-        self.store = CropBoxStore() if persistent else None
-
-    def crop_box(self, path, grey=None, frame=None):
-        return self.crop_entry(path, grey, frame).box
-
-    def crop_entry(self, path, grey=None, frame=None):
-        """:class:`CropEntry` (box, ok, source) of a frame; ``grey`` is read only if needed."""
-        key = frame_key(path, frame)
-        if key not in self._boxes:
-            entry = self.store.get(key) if self.store is not None else None
-            if entry is None:
-                entry = compute_crop(path, read_frame_grey(path, frame) if grey is None else grey, frame)
-                if self.store is not None:
-                    self.store.put(key, entry)
-            self.failures.record(entry.ok, path)  # once per frame and process, cached or not
-            self._boxes[key] = entry
-        return self._boxes[key]
 
 
 class UltrasoundDatasetMapper:

@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .fields import DIAGNOSIS, GROUP_ID, SPLIT
+from ..utils.file_io import cache_dir
 from .image_io import read_dataset_frame
 
 logger = logging.getLogger(__name__)
@@ -125,10 +126,6 @@ def load_split(path):
     if "assignment" not in split:
         raise ValueError(f"{path}: not a ustumor split file (no 'assignment')")
     return split
-
-
-def cache_dir():
-    return os.environ.get("USTUMOR_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ustumor"))
 
 
 def fingerprint(paths, extra):

@@ -18,49 +18,11 @@ import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..utils.file_io import atomic_write
+
 logger = logging.getLogger(__name__)
 
 PERIODIC_NAME = re.compile(r"^model_(\d{7})\.pth$")  # PeriodicCheckpointer's model_<iter>.pth
-
-
-def _fsync_directory(directory):
-    # makes the rename itself durable; not available on every platform
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write, mode="wb"):
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it onto ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(temporary, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the name points at it
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    _fsync_directory(directory)
-    # a process killed mid-write leaves its temporary behind; the next write of the file clears it
-    prefix = f".{os.path.basename(path)}.tmp"
-    for name in os.listdir(directory):
-        if name.startswith(prefix):
-            try:
-                os.remove(os.path.join(directory, name))
-            except OSError:
-                pass
 
 
 def atomic_torch_save(data, path):

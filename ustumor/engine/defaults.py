@@ -7,8 +7,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import UstumorCfgNode, add_ustumor_config
-from ..data.builtin import register_builtin_datasets
-from ..data.normalization import apply_normalization
+from ..data.datasets.builtin import register_builtin_datasets
+from ..data.preprocessing.normalization import apply_normalization
 
 
 def merged_config(config_file="", opts=()):

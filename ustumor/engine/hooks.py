@@ -21,7 +21,8 @@ from detectron2.engine.hooks import HookBase
 from detectron2.utils import comm
 from torch import nn
 
-from .checkpoint import atomic_write, capture_rng_state, preserved_rng_state, restore_rng_state
+from ..utils.file_io import atomic_write
+from .checkpoint import capture_rng_state, preserved_rng_state, restore_rng_state
 
 logger = logging.getLogger(__name__)
 

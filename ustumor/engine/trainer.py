@@ -16,10 +16,11 @@ from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
 from ..data.mapper import UltrasoundDatasetMapper, build_ultrasound_augmentations
-from ..data.samplers import build_resumable_train_loader
+from ..data.build import build_resumable_train_loader
 from ..data.splits import save_splits_of
-from ..evaluation.penalized_iou import PenalizedIoUEvaluator, atomic_write_text, json_safe
+from ..evaluation.penalized_iou import PenalizedIoUEvaluator
 from ..evaluation.suite import MedicalEvaluationSuite, format_results_table
+from ..utils.file_io import atomic_write_text, json_safe
 from .checkpoint import AtomicCheckpointer, preserved_rng_state
 from .hooks import (BestCheckpointer, BroadcastBuffers, ExactResumeState, InterruptCheckpointer, PeriodicCheckpointer,
                     ValidationLoss)

@@ -41,7 +41,11 @@ from dataclasses import dataclass, field
 from typing import List, Sequence
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
+from ..utils.file_io import atomic_write_text, json_safe
+from ..utils.numbers import ratio
 from .records import DetectionCollector
 
 logger = logging.getLogger(__name__)
@@ -61,19 +65,11 @@ SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(20))
 
 
 def pairwise_iou(boxes1, boxes2):
-    """(N, M) IoU matrix of two sets of XYXY boxes; degenerate boxes have IoU 0."""
-    boxes1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
-    boxes2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    area1 = np.clip(boxes1[:, 2] - boxes1[:, 0], 0, None) * np.clip(boxes1[:, 3] - boxes1[:, 1], 0, None)
-    area2 = np.clip(boxes2[:, 2] - boxes2[:, 0], 0, None) * np.clip(boxes2[:, 3] - boxes2[:, 1], 0, None)
-    top_left = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    size = np.clip(bottom_right - top_left, 0, None)
-    intersection = size[..., 0] * size[..., 1]
-    union = area1[:, None] + area2[None, :] - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, intersection / union, 0.0)
-    return iou
+    """(N, M) IoU matrix of two sets of XYXY boxes (array-likes), as float64 numpy:
+    torchvision's ``box_iou``, with 0 where both boxes are empty (0/0)."""
+    boxes1 = torch.as_tensor(np.asarray(boxes1, dtype=np.float64).reshape(-1, 4))
+    boxes2 = torch.as_tensor(np.asarray(boxes2, dtype=np.float64).reshape(-1, 4))
+    return np.nan_to_num(box_iou(boxes1, boxes2).numpy(), nan=0.0)
 
 
 @dataclass
@@ -176,10 +172,6 @@ def match_image(pred_boxes, pred_scores, gt_boxes, score_thresh=0.45, iou_thresh
     )
 
 
-def _ratio(numerator, denominator):
-    return float(numerator) / denominator if denominator else float("nan")
-
-
 def summarize_matches(matches: Sequence[ImageMatch]):
     """Pool per-image matches into the split's counts and rates (module docstring)."""
     tp = sum(m.tp for m in matches)
@@ -198,12 +190,12 @@ def summarize_matches(matches: Sequence[ImageMatch]):
         "fn": fn,
         "tn": tn,
         "iou_sum": iou_sum,
-        "mean_iou_tp": _ratio(iou_sum, tp),
-        "precision": _ratio(tp, tp + fp),
-        "sensitivity": _ratio(tp, tp + fn),
-        "image_sensitivity": _ratio(outcomes.count("tp"), positives),
-        "specificity": _ratio(outcomes.count("tn"), negatives),
-        "accuracy": _ratio(outcomes.count("tp") + outcomes.count("tn"), len(matches)),
+        "mean_iou_tp": ratio(iou_sum, tp),
+        "precision": ratio(tp, tp + fp),
+        "sensitivity": ratio(tp, tp + fn),
+        "image_sensitivity": ratio(outcomes.count("tp"), positives),
+        "specificity": ratio(outcomes.count("tn"), negatives),
+        "accuracy": ratio(outcomes.count("tp") + outcomes.count("tn"), len(matches)),
         "num_images": len(matches),
         "num_positive_images": positives,
         "num_negative_images": negatives,
@@ -253,30 +245,6 @@ def sweep_as_dict(rows):
     """Sweep rows keyed by ``"0.45"``-style thresholds: a nested dict of floats, which
     Detectron2's EvalHook accepts (it rejects lists)."""
     return {f"{row['score_thresh']:.2f}": {k: v for k, v in row.items() if k != "score_thresh"} for row in rows}
-
-
-def json_safe(value):
-    """``value`` with numpy scalars as Python ones and tuples as lists, for ``json.dumps``.
-
-    NaN stays NaN (written ``NaN``, as Python's json and Detectron2's results files do), so
-    readers such as ``tools/demo.py`` keep getting floats.
-    """
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def atomic_write_text(path, text):
-    """Write a text file so readers never see half of it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
 
 
 def save_sweep(rows, output_dir, prefix="penalized_iou_sweep"):

@@ -1,31 +1,25 @@
-"""ROC curve and AUC without scikit-learn (AUC: the Mann-Whitney statistic, ties counted half)."""
+"""ROC curve (scikit-learn's) and AUC (the Mann-Whitney statistic on SciPy's tied ranks), NaN
+or empty where a class is absent instead of an error."""
 import numpy as np
+from scipy.stats import rankdata
+from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 
-def _midranks(values):
-    """1-based ranks, tied values sharing their mean rank."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values))
-    start = 0
-    while start < len(values):
-        stop = start
-        while stop + 1 < len(values) and sorted_values[stop + 1] == sorted_values[start]:
-            stop += 1
-        ranks[order[start:stop + 1]] = (start + stop) / 2 + 1
-        start = stop + 1
-    return ranks
+def _labels(labels):
+    labels = np.asarray(labels, dtype=bool)
+    return labels, bool(labels.any()) and not bool(labels.all())
 
 
 def roc_auc(labels, scores):
-    """Probability that a random positive scores above a random negative (ties: 1/2);
-    NaN when either class is absent."""
-    labels = np.asarray(labels, dtype=bool)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if not positives or not negatives:
+    """Probability that a random positive scores above a random negative (ties: 1/2), equal to
+    ``sklearn.metrics.roc_auc_score``; NaN when either class is absent. From ranks rather than
+    through scikit-learn because the bootstrap calls it thousands of times, and scikit-learn's
+    input checks cost 20-40 times the computation (1-3 ms a call)."""
+    labels, both = _labels(labels)
+    if not both:
         return float("nan")
-    ranks = _midranks(scores)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))  # tied scores share their mean rank
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
@@ -33,15 +27,9 @@ def roc_curve(labels, scores):
     """``(fpr, tpr, thresholds)``: one point per distinct score, from the highest down, for
     "positive when score >= threshold", after a first point (0, 0) at threshold +inf. Its
     trapezoid area equals :func:`roc_auc`. Empty arrays when either class is absent."""
-    labels = np.asarray(labels, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if not positives or not negatives:
+    labels, both = _labels(labels)
+    if not both:
         return np.zeros(0), np.zeros(0), np.zeros(0)
-    order = np.argsort(-scores, kind="mergesort")
-    scores, labels = scores[order], labels[order]
-    last_of_each_score = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-    true_positives = np.cumsum(labels)[last_of_each_score]
-    false_positives = np.cumsum(~labels)[last_of_each_score]
-    return (np.r_[0.0, false_positives / negatives], np.r_[0.0, true_positives / positives],
-            np.r_[np.inf, scores[last_of_each_score]])
+    fpr, tpr, thresholds = sklearn_roc_curve(labels, np.asarray(scores, dtype=np.float64), drop_intermediate=False)
+    thresholds[0] = np.inf  # scikit-learn < 1.3 put max(score) + 1 there
+    return fpr, tpr, thresholds

@@ -74,7 +74,6 @@ fields the image has: "patient_id", "accession", "clip_id", "frame_id", "dicom_f
 """
 import json
 import logging
-import math
 import os
 
 import numpy as np
@@ -82,10 +81,12 @@ from detectron2.data import MetadataCatalog
 from tabulate import tabulate
 
 from ..data.fields import CLIP_ID, IDENTITY_FIELDS, PATIENT_ID
+from ..utils.file_io import atomic_write_text, json_safe
+from ..utils.numbers import format_number, ratio
 from .average_precision import CocoMatches
 from .bootstrap import all_once, bootstrap, clusters_of
 from .froc import DEFAULT_FPS_PER_IMAGE, PooledHits, image_hits
-from .penalized_iou import (SWEEP_THRESHOLDS, atomic_write_text, json_safe, match_image, save_sweep,
+from .penalized_iou import (SWEEP_THRESHOLDS, match_image, save_sweep,
                             summarize_matches, sweep, sweep_as_dict)
 from .records import DetectionCollector
 from .roc import roc_auc, roc_curve
@@ -114,14 +115,10 @@ HEADLINE = {
 LEVELS = {"patient_level": PATIENT_ID, "clip_level": CLIP_ID}
 
 
-def _ratio(numerator, denominator):
-    return numerator / denominator if denominator else float("nan")
-
-
 def _level_summary(outcomes):
     counts = {o: outcomes.count(o) for o in ("tp", "fn", "fp", "tn")}
     positives, negatives = counts["tp"] + counts["fn"], counts["tn"] + counts["fp"]
-    return {"sensitivity": _ratio(counts["tp"], positives), "specificity": _ratio(counts["tn"], negatives),
+    return {"sensitivity": ratio(counts["tp"], positives), "specificity": ratio(counts["tn"], negatives),
             **counts, "num_positive": positives, "num_negative": negatives}
 
 
@@ -310,12 +307,6 @@ TABLE = (
 )
 
 
-def _number(value):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def format_results_table(results):
     """A text table of the headline numbers (with 95% CIs when the results have them)."""
     intervals = results.get("confidence_intervals", {})
@@ -330,8 +321,8 @@ def format_results_table(results):
             if name not in values:
                 continue
             interval = intervals.get(f"{section}/{name}")
-            ci = f"[{_number(interval['low'])}, {_number(interval['high'])}]" if interval else ""
-            rows.append((section, name, _number(values[name]), ci))
+            ci = f"[{format_number(interval['low'], 4)}, {format_number(interval['high'], 4)}]" if interval else ""
+            rows.append((section, name, format_number(values[name], 4), ci))
     counts = count_rows(results)
     rows.extend((section, label, value, "") for section, label, value in counts)
     settings = results.get("settings", {}).get("bootstrap", {})

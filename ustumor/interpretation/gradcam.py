@@ -16,6 +16,7 @@ backbone's size divisibility before the library sees it (the padding is cut off 
 an all-zero or non-finite map is reported empty, with the reason, never stretched.
 """
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -27,6 +28,9 @@ from torch import nn
 from detectron2.modeling.poolers import assign_boxes_to_levels
 from detectron2.structures import Boxes
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM
+from torchvision.ops import box_iou as pairwise_box_iou
+
+from ..evaluation.penalized_iou import keep_top_predictions
 
 __all__ = [
     "CAM_METHODS",
@@ -37,7 +41,6 @@ __all__ = [
     "DetectionScoreTarget",
     "DetectionCAM",
     "DetectionGradCAM",
-    "box_iou",
     "heat_share_in_box",
     "box_area_share",
 ]
@@ -76,13 +79,10 @@ def resolve_layer(model, name):
 
 
 def box_iou(box, boxes):
-    """IoU of one XYXY box with each of ``boxes`` (torch, differentiable in ``boxes``)."""
-    top_left = torch.maximum(box[:2], boxes[:, :2])
-    bottom_right = torch.minimum(box[2:], boxes[:, 2:])
-    intersection = (bottom_right - top_left).clamp(min=0).prod(dim=1)
-    area = (box[2:] - box[:2]).clamp(min=0).prod()
-    areas = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
-    return intersection / (area + areas - intersection).clamp(min=1e-9)
+    """Deprecated (goes in the next release): ``torchvision.ops.box_iou(box[None], boxes)[0]``."""
+    warnings.warn("ustumor.interpretation.gradcam.box_iou is deprecated: use torchvision.ops.box_iou",
+                  DeprecationWarning, stacklevel=2)
+    return pairwise_box_iou(box[None], boxes)[0]
 
 
 class DetectionModelAdapter(nn.Module):
@@ -138,7 +138,7 @@ class DetectionScoreTarget:
         if len(same_class) == 0:
             self.matched = None
             return zero
-        ious = box_iou(self.box.to(boxes.device, boxes.dtype), boxes[same_class].detach())
+        ious = pairwise_box_iou(self.box.to(boxes.device, boxes.dtype)[None], boxes[same_class].detach())[0]
         best = int(torch.argmax(ious))
         if float(ious[best]) < self.iou_threshold:
             self.matched = None
@@ -226,10 +226,7 @@ class DetectionGradCAM:
         with torch.no_grad():
             output = adapter(self._padded_input(image).detach())[0]
         scores = output["scores"].detach().cpu().numpy()
-        order = np.argsort(-scores, kind="stable")
-        order = order[scores[order] >= self.score_thresh]
-        if self.top_k is not None and self.top_k > 0:
-            order = order[:self.top_k]
+        order = keep_top_predictions(scores, self.score_thresh, self.top_k)
         return {k: v.detach().cpu().numpy()[order] for k, v in output.items()}
 
     def explain(self, inputs, instance=None):

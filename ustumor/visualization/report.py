@@ -23,13 +23,13 @@ import base64
 import datetime
 import html
 import json
-import math
 import os
 import random
 
 import yaml
 
 from ..evaluation.suite import COUNT_DEFINITIONS, count_legend, count_rows
+from ..utils.numbers import format_number
 from . import eval_plots, metric_plots
 
 __all__ = ["build_report", "config_summary", "split_summary", "metrics_rows"]
@@ -134,14 +134,6 @@ def split_summary(split_path):
     return split.get("dataset", os.path.splitext(os.path.basename(split_path))[0]), rows, notes
 
 
-def _number(value, digits=3):
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def metrics_rows(results):
     """``[(metric, estimate, CI text)]``: every metric with a confidence interval, then the
     operating point's counts. AP values are in percent, rates in [0, 1]."""
@@ -150,16 +142,16 @@ def metrics_rows(results):
     confidence = ((results.get("settings") or {}).get("bootstrap") or {}).get("confidence", 0.95)
     for name, interval in intervals.items():
         digits = 1 if "/AP" in name else 3
-        ci = (f"[{_number(interval.get('low'), digits)}, {_number(interval.get('high'), digits)}]"
+        ci = (f"[{format_number(interval.get('low'), digits)}, {format_number(interval.get('high'), digits)}]"
               if interval.get("num_valid") else "")
-        rows.append((name, _number(interval.get("estimate"), digits), ci))
+        rows.append((name, format_number(interval.get("estimate"), digits), ci))
     # Detectron2's COCO numbers (no CI of their own; bbox_agnostic has them), or everything
     # there is when the results come without the suite
     sections = ("bbox", "penalized_iou") if not intervals else ("bbox",)
     for section in sections:
         for name, value in (results.get(section) or {}).items():
             if f"{section}/{name}" not in intervals and isinstance(value, (int, float)) and not isinstance(value, bool):
-                rows.append((f"{section}/{name}", _number(float(value), 1 if section == "bbox" else 3), ""))
+                rows.append((f"{section}/{name}", format_number(float(value), 1 if section == "bbox" else 3), ""))
     for _, label, counts in count_rows(results):  # e.g. "lesions TP/FP/FN", "images TP/FP/FN/TN"
         rows.append((label.replace("/", " / "), counts.replace("/", " / "), ""))
     return rows, f"{100 * confidence:g}% CI"
@@ -330,7 +322,7 @@ def _add_run(page, output_dir, datasets, samples, seed):
         written = metric_plots.plot_runs([run], os.path.join(assets, "training"))
         if run.best:
             best = run.best
-            page.add(f"<p>Best checkpoint: <b>{_escape(best.get('metric'))} = {_number(float(best.get('value')), 4)}"
+            page.add(f"<p>Best checkpoint: <b>{_escape(best.get('metric'))} = {format_number(float(best.get('value')), 4)}"
                      f"</b> at iteration {_escape(best.get('iteration'))} (<code>model_best.pth</code>).</p>")
         page.images([(p, name.replace("_", " ")) for name, p in written.items()])
     else:

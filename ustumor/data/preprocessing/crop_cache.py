@@ -6,6 +6,8 @@ DataLoader workers, over several runs. :class:`CropBoxStore` keeps the boxes in
 one SQLite file under ``$USTUMOR_CACHE`` (safe for concurrent worker processes),
 keyed by the file's path, mtime, size and frame, and by a hash of the crop code,
 so an edited frame or a changed algorithm is recomputed rather than reused.
+:class:`CropCache`, used by the dataset mapper, adds a per-process memory cache and
+counts the frames where no scan window was found.
 """
 import hashlib
 import json
@@ -14,8 +16,11 @@ import os
 import sqlite3
 from typing import NamedTuple, Tuple
 
-from . import dicom, ultrasound
-from .splits import cache_dir
+from ...utils.file_io import cache_dir
+from .. import dicom
+from ..image_io import read_frame_grey
+from . import scan_window
+from .scan_window import CropFailureCounter
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ def compute_crop(path, grey, frame=None):
         region_box = dicom.read_dicom_info(path).region_box
         if region_box is not None:
             return CropEntry(tuple(int(v) for v in region_box), True, "dicom_region")
-    box, ok = ultrasound.crop_ultrasound_window_or_full(grey)
+    box, ok = scan_window.crop_ultrasound_window_or_full(grey)
     return CropEntry(tuple(int(v) for v in box), bool(ok), "image" if ok else "fallback")
 
 
@@ -49,7 +54,7 @@ def crop_algorithm_version():
     global _ALGORITHM_VERSION
     if _ALGORITHM_VERSION is None:
         digest = hashlib.sha1()
-        for module in (ultrasound, dicom):
+        for module in (scan_window, dicom):
             with open(module.__file__, "rb") as f:
                 digest.update(f.read())
         _ALGORITHM_VERSION = digest.hexdigest()[:12]
@@ -119,3 +124,33 @@ class CropBoxStore:
                 connection.execute("INSERT OR REPLACE INTO crops VALUES (?, ?, ?, ?, ?, ?, ?)",
                                    (self._key(key), *entry.box, int(entry.ok), entry.source))
         self._run(insert)
+
+
+class CropCache:
+    """Scan-window boxes, found once per frame.
+
+    Kept in memory per process and on disk across processes and runs
+    (:class:`CropBoxStore` under ``$USTUMOR_CACHE``), keyed by
+    path, mtime, size and frame. A DICOM with ultrasound regions gives its box directly.
+    """
+
+    def __init__(self, persistent=True):
+        self._boxes = {}
+        self.failures = CropFailureCounter(logger)
+        self.store = CropBoxStore() if persistent else None
+
+    def crop_box(self, path, grey=None, frame=None):
+        return self.crop_entry(path, grey, frame).box
+
+    def crop_entry(self, path, grey=None, frame=None):
+        """:class:`CropEntry` (box, ok, source) of a frame; ``grey`` is read only if needed."""
+        key = frame_key(path, frame)
+        if key not in self._boxes:
+            entry = self.store.get(key) if self.store is not None else None
+            if entry is None:
+                entry = compute_crop(path, read_frame_grey(path, frame) if grey is None else grey, frame)
+                if self.store is not None:
+                    self.store.put(key, entry)
+            self.failures.record(entry.ok, path)  # once per frame and process, cached or not
+            self._boxes[key] = entry
+        return self._boxes[key]

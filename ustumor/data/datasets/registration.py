@@ -1,11 +1,13 @@
-"""Registering BUSI-layout datasets (BUSI itself, the phantom) in Detectron2's catalogs."""
+"""Registering ``<prefix>_{train,val,test,all}`` in Detectron2's catalogs over a split:
+for any loader's dicts (:func:`register_split_family`) and for BUSI-layout folders (BUSI
+itself, the phantom)."""
 import functools
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..splits import SPLIT_NAMES, apply_split, make_image_split
 from .busi import busi_class_names, find_busi_root, load_busi_dicts
-from .splits import SPLIT_NAMES, apply_split, make_image_split
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,4 +1,4 @@
-"""Ultrasound preprocessing: find the scan window in a scanner screenshot, crop, convert.
+"""The scan-window crop: find the scan in a scanner screenshot.
 
 Many breast-ultrasound datasets are screenshots of the scanner's workspace (for
 example a Philips iU22 600x800 frame): a black background with burned-in GUI
@@ -33,10 +33,6 @@ __all__ = [
     "CropFailureCounter",
     "crop_ultrasound_window",
     "crop_ultrasound_window_or_full",
-    "apply_crop",
-    "shift_boxes",
-    "to_grey",
-    "to_three_channels",
 ]
 
 Box = Tuple[int, int, int, int]
@@ -91,7 +87,7 @@ class CropResult(NamedTuple):
     ok: bool
 
 
-def to_grey(image: np.ndarray) -> np.ndarray:
+def _to_grey(image: np.ndarray) -> np.ndarray:
     """Convert an (H, W), (H, W, 1) or BGR (H, W, 3) uint8 image to (H, W) grey.
 
     A grey input is returned as is (not copied). Screenshots are often stored
@@ -107,43 +103,6 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 1:
         return image[:, :, 0]
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2GRAY)
-
-
-def to_three_channels(grey: np.ndarray) -> np.ndarray:
-    """Replicate an (H, W) or (H, W, 1) grey image into a new (H, W, 3) array."""
-    if grey.ndim == 3 and grey.shape[2] == 1:
-        grey = grey[:, :, 0]
-    if grey.ndim != 2:
-        raise ValueError(f"Expected an (H, W) or (H, W, 1) grey image, got shape {grey.shape}")
-    return np.repeat(grey[:, :, None], 3, axis=2)
-
-
-def apply_crop(image: np.ndarray, crop_box: Box) -> np.ndarray:
-    """``image[y0:y1, x0:x1]`` for ``crop_box = (x0, y0, x1, y1)``; a view, not a copy."""
-    x0, y0, x1, y1 = (int(v) for v in crop_box)
-    return image[y0:y1, x0:x1]
-
-
-def shift_boxes(boxes_xyxy: np.ndarray, crop_box: Box) -> np.ndarray:
-    """Move absolute XYXY boxes into the coordinates of a crop and clip them to it.
-
-    Args:
-        boxes_xyxy: (N, 4) or (4,) boxes ``x0, y0, x1, y1`` in the frame's
-            continuous pixel coordinates (Detectron2's XYXY_ABS).
-        crop_box: ``(x0, y0, x1, y1)`` of the crop in the same frame.
-
-    Returns:
-        (N, 4) float64 array (a new one) in the crop's coordinates, clipped to
-        ``[0, crop_width] x [0, crop_height]``. A box that lies entirely
-        outside the crop ends up with zero width or height; callers drop
-        those, e.g. ``keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])``.
-    """
-    boxes = np.array(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    x0, y0, x1, y1 = (float(v) for v in crop_box)
-    boxes -= (x0, y0, x0, y0)
-    np.clip(boxes[:, 0::2], 0.0, x1 - x0, out=boxes[:, 0::2])
-    np.clip(boxes[:, 1::2], 0.0, y1 - y0, out=boxes[:, 1::2])
-    return boxes
 
 
 def crop_ultrasound_window(image: np.ndarray, background_level: int = 4) -> Box:
@@ -197,7 +156,7 @@ def crop_ultrasound_window_or_full(image: np.ndarray, background_level: int = 4)
     """
     if image.dtype != np.uint8:
         raise TypeError(f"Expected a uint8 image, got {image.dtype}")
-    grey = to_grey(image)
+    grey = _to_grey(image)
     height, width = grey.shape
     full_frame = (0, 0, width, height)
     if height < 8 or width < 8:

@@ -1,16 +1,16 @@
-"""Loading a trained detector and running it over a dataset, for the visualisation tools.
+"""Loading a trained detector and running it over a dataset (Detectron2 keeps its
+``DefaultPredictor`` in ``engine`` too), for the visualisation and Grad-CAM tools.
 
-Predictions go through the same test loader and :class:`DetectionCollector` as the
-evaluation, so the pictures show exactly what the numbers were computed from.
+Predictions go through the trainer's test loader and the same :class:`DetectionCollector`
+as the evaluation, so the pictures show exactly what the numbers were computed from.
 """
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 
-from ..data.mapper import UltrasoundDatasetMapper
 from ..evaluation.records import DetectionCollector
+from .trainer import UltrasoundTrainer
 
 __all__ = ["with_available_device", "load_model", "predict_records"]
 
@@ -36,7 +36,7 @@ def load_model(cfg, weights=None):
 
 def predict_records(cfg, model, dataset_name):
     """One :class:`ImageRecord` per image of ``dataset_name``: predictions joined with truth."""
-    loader = build_detection_test_loader(cfg, dataset_name, mapper=UltrasoundDatasetMapper(cfg, is_train=False))
+    loader = UltrasoundTrainer.build_test_loader(cfg, dataset_name)
     collector = DetectionCollector(dataset_name, distributed=False)
     with torch.no_grad():
         inference_on_dataset(model, loader, collector)

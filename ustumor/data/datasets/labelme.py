@@ -24,7 +24,7 @@ import zipfile
 import xml.etree.ElementTree as ElementTree
 from typing import List, NamedTuple, Optional, Tuple
 
-from .bad_input import BadInputError
+from ..bad_input import BadInputError
 
 __all__ = [
     "LabelMeObject", "LabelMeFrame", "LabelMeClip", "ClipFrame", "parse_labelme_xml", "points_to_box",

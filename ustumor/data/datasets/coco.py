@@ -22,9 +22,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.coco import convert_to_coco_dict
 
-from .fields import ALL_FIELDS, DICOM_FRAME, with_current_names
+from ..fields import ALL_FIELDS, DICOM_FRAME, with_current_names
+from ..image_io import read_dataset_frame
 from .hospital import DIAGNOSIS_FIELDS
-from .image_io import read_dataset_frame
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .hospital import CSV_COLUMNS, write_hospital_csv
-from .synthetic import embed_in_workspace, render_phantom
+from ..data.datasets.hospital import CSV_COLUMNS, write_hospital_csv
+from .screen import embed_in_workspace
+from .tissue import render_phantom
 
 __all__ = ["write_synthetic_hospital", "write_dicom_cine", "labelme_xml", "render_clip", "PHI_CANARY"]
 

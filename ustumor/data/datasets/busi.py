@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 from detectron2.structures import BoxMode
 
-from .bad_input import BadInputError, BadInputPolicy
-from .fields import DIAGNOSIS
-from .image_io import read_binary_mask, read_image
+from ..bad_input import BadInputError, BadInputPolicy
+from ..fields import DIAGNOSIS
+from ..image_io import read_binary_mask, read_image
 
 logger = logging.getLogger(__name__)
 

@@ -39,11 +39,11 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from . import dicom
-from .fields import ACCESSION, CLIP_ID, DIAGNOSIS, DICOM_FRAME, FRAME_ID, PATIENT_ID
-from .bad_input import BadInputError, BadInputPolicy
-from .datasets import register_split_family
-from .splits import SPLIT_NAMES, apply_split, load_split, stratified_group_split
+from .. import dicom
+from ..bad_input import BadInputError, BadInputPolicy
+from ..fields import ACCESSION, CLIP_ID, DIAGNOSIS, DICOM_FRAME, FRAME_ID, PATIENT_ID
+from ..splits import SPLIT_NAMES, apply_split, load_split, stratified_group_split
+from .registration import register_split_family
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ sets (``DATASETS.COCO``).
 """
 import os
 
+from ..splits import load_split
 from .coco import register_coco_datasets
-from .datasets import register_busi_layout
 from .hospital import register_hospital_dataset
-from .splits import load_split
+from .registration import register_busi_layout
 
 BUILTIN_BUSI_LAYOUTS = {"busi": "BUSI", "phantom": "phantom"}
 # prefix -> CSV under $USTUMOR_DATASETS; images are relative to the CSV's folder
