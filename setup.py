@@ -25,7 +25,7 @@ setup(
         "tqdm",
         "pydicom>=3.0",
         "scikit-learn",  # ROC curve (ustumor/evaluation/roc.py)
-        "scipy",  # tied ranks for the AUC (ustumor/evaluation/roc.py)
+        "scipy",  # tied ranks for the AUC (ustumor/evaluation/roc.py); Spearman correlation in the tests
         # Grad-CAM maths (tensor-hook gradients, Grad-CAM/Grad-CAM++); ustumor adds the Detectron2 adapter
         "grad-cam>=1.5.7,<1.6",
         # Detectron2 v0.6's own runtime dependencies (installed without --deps,
@@ -44,7 +44,6 @@ setup(
         "test": [
             "pytest",
             "pytest-timeout",  # pytest.ini's per-test time limit: a hung test fails instead of stalling CI
-            "scipy",  # Spearman correlation in tests/test_gradcam.py
         ],
     },
 )
