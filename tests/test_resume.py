@@ -4,6 +4,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -241,3 +242,21 @@ def test_eval_only_writes_the_medical_suite(phantom_env, uninterrupted_run):
     assert len(per_image) == num_images
     assert {e["outcome"] for e in per_image} <= {"tp", "fp", "fn", "tn"}
     assert (folder / "penalized_iou_sweep.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_kill_while_writing_model_final_is_repaired_on_resume(phantom_env, uninterrupted_run, tmp_path):
+    """Killed between the last periodic checkpoint and model_final.pth: --resume starts past the
+    last iteration, runs no step, and must still write model_final.pth."""
+    reference, _ = uninterrupted_run
+    output_dir = tmp_path / "killed_in_final"
+    shutil.copytree(reference, output_dir)
+    last_periodic = sorted(name for name in os.listdir(output_dir) if re.fullmatch(r"model_\d{7}\.pth", name))[-1]
+    os.remove(output_dir / "model_final.pth")
+    (output_dir / "last_checkpoint").write_text(last_periodic)
+    result = subprocess.run(train_net_command(output_dir), env=phantom_env, cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = torch.load(output_dir / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    expected = torch.load(reference / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in expected)

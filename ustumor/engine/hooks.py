@@ -186,6 +186,7 @@ class PeriodicCheckpointer(HookBase):
         self.period = int(period)
         self.keep_last = int(keep_last)
         self.file_prefix = file_prefix
+        self._final_saved = False
 
     def after_step(self):
         iteration = self.trainer.iter
@@ -194,6 +195,14 @@ class PeriodicCheckpointer(HookBase):
             self.checkpointer.prune_periodic(self.keep_last)
         if iteration >= self.trainer.max_iter - 1:
             self.checkpointer.save(f"{self.file_prefix}_final", iteration=iteration)
+            self._final_saved = True
+
+    def after_train(self):
+        # A run killed while writing model_final resumes from the last iteration's periodic
+        # checkpoint and runs no step: write model_final from that state. Decided without
+        # looking at the disk, so every process of a distributed run agrees.
+        if self.trainer.iter >= self.trainer.max_iter and not self._final_saved:
+            self.checkpointer.save(f"{self.file_prefix}_final", iteration=self.trainer.max_iter - 1)
 
 
 class InterruptCheckpointer(HookBase):
