@@ -56,7 +56,8 @@ def train_and_explain(stage, output, env, overrides):
     run(tool("train_net.py") + common + ["--eval-only"] + settings
         + ["MODEL.WEIGHTS", best, "DATASETS.TEST", f'("{test_set}",)'], env)
     trained = common + ["--weights", best, "--dataset", test_set]
-    run(tool("visualize_predictions.py") + trained
+    # the 16 worst images are drawn (the report shows samples); outcomes.json lists every image
+    run(tool("visualize_predictions.py") + trained + ["--worst", "16"]
         + ["--output", os.path.join(run_dir, "visualization", test_set)] + settings, env)
     run(tool("gradcam.py") + trained + ["--max-images", "4", "--output", os.path.join(run_dir, "gradcam", test_set)]
         + settings, env)
