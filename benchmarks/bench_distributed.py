@@ -51,7 +51,7 @@ def main():
         write_phantom_dataset(os.path.join(root, "phantom"), num_images=30, seed=0, image_size=(128, 160))
         results = [run(n, args.iterations, root, os.path.join(root, f"run{n}")) for n in (1, 2)]
     import torch
-    facts = dict(machine_facts(), threads_per_process=1, cpu_capability=torch.backends.cpu.get_cpu_capability())
+    facts = dict(machine_facts(), threads_per_process=1)
     with open("/proc/cpuinfo") as f:
         facts["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     print(facts)

@@ -17,10 +17,19 @@ test, 512 RoIs). ``--same-work`` instead gives ustumor torchvision's anchors, pr
 counts and RoI sampling, so the two do the same arithmetic and only the implementations
 differ. Batch 2 for training and 1 for inference, random weights. Reported: median
 seconds per training iteration and per inferred image, and ``ratios`` = ustumor /
-torchvision (below 1: ustumor is faster).
+torchvision (below 1: ustumor is faster); and the peak memory of training at the largest
+size, each model in a process of its own (peak resident set size after 3 training steps,
+and its rise over the process's size once the model and inputs were built). The machine
+(CPU model, ATen's and oneDNN's ISA, threads, torch) heads the table and the JSON. To
+measure an AVX2-only CPU on an AVX-512 machine, run it under
+``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``.
 """
 import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
 
 import numpy as np
 import torch
@@ -105,15 +114,18 @@ def to_torchvision(mapped, cfg):
     return image, target
 
 
-def build_candidates(setting, size, records, same_work=False):
-    """The four timed steps ({train, infer} x {ustumor, torchvision}) on shared inputs."""
+def build_candidates(setting, size, records, same_work=False, only=None):
+    """The four timed steps ({train, infer} x {ustumor, torchvision}) on shared inputs;
+    ``only`` "ustumor" or "torchvision" builds that model alone."""
     cfg = ustumor_config(setting, size, same_work)
     torch.manual_seed(0)
-    ours = UltrasoundTrainer.build_model(cfg)
-    ours_optimizer = UltrasoundTrainer.build_optimizer(cfg, ours)
-    theirs = torchvision_model(setting, cfg.MODEL.ROI_HEADS.NUM_CLASSES, size)
-    theirs_optimizer = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad],
-                                       lr=cfg.SOLVER.BASE_LR, momentum=0.9, weight_decay=1e-4)
+    if only != "torchvision":
+        ours = UltrasoundTrainer.build_model(cfg)
+        ours_optimizer = UltrasoundTrainer.build_optimizer(cfg, ours)
+    if only != "ustumor":
+        theirs = torchvision_model(setting, cfg.MODEL.ROI_HEADS.NUM_CLASSES, size)
+        theirs_optimizer = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad],
+                                           lr=cfg.SOLVER.BASE_LR, momentum=0.9, weight_decay=1e-4)
     train_inputs = [UltrasoundDatasetMapper(cfg, is_train=True)(r) for r in records[:2]]
     test_inputs = [UltrasoundDatasetMapper(cfg, is_train=False)(r) for r in records[2:3]]
     tv_train = [to_torchvision(m, cfg) for m in train_inputs]
@@ -144,8 +156,39 @@ def build_candidates(setting, size, records, same_work=False):
             theirs(tv_test)
 
     shape = tuple(train_inputs[0]["image"].shape[1:])
-    return {"train": {"ustumor": ours_train, "torchvision": theirs_train},
-            "infer": {"ustumor": ours_infer, "torchvision": theirs_infer}}, shape
+    steps = {"train": {"ustumor": ours_train, "torchvision": theirs_train},
+             "infer": {"ustumor": ours_infer, "torchvision": theirs_infer}}
+    if only:
+        steps = {phase: {only: by_model[only]} for phase, by_model in steps.items()}
+    return steps, shape
+
+
+def peak_training_memory(model, setting, size, same_work, threads):
+    """Peak RSS of training ``model`` ("ustumor" or "torchvision"), measured in a child process."""
+    command = [sys.executable, os.path.abspath(__file__), "--memory-of", model, "--settings", setting,
+               "--sizes", str(size), "--threads", str(threads)] + (["--same-work"] if same_work else [])
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def measure_own_training_memory(model, setting, size, same_work, steps=3):
+    """In this process: build, note the RSS, train ``steps`` steps, report the peak in MiB."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp, EventStorage(0):
+        candidates, _ = build_candidates(setting, size, sample_records(tmp, 3), same_work, only=model)
+        built = _current_rss_mib()
+        for _ in range(steps):
+            candidates["train"][model]()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"peak_rss_mib": round(peak), "rise_mib": round(peak - built)}))
+
+
+def _current_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def benchmark(setting, size, records, repeats, warmup, same_work):
@@ -165,8 +208,12 @@ def main():
     parser.add_argument("--repeats", type=int, help="timed repeats per candidate (default 6, --quick 2)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", help="default: benchmarks/results/speed[_same_work].json")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--memory-of", choices=["ustumor", "torchvision"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.memory_of:  # the child process of peak_training_memory
+        return measure_own_training_memory(args.memory_of, args.settings[0], args.sizes[0], args.same_work)
     repeats, warmup = (2, 1) if args.quick else (6, 2)
     repeats = args.repeats or repeats
     output = args.output or os.path.join(REPO_ROOT, "benchmarks", "results",
@@ -190,8 +237,20 @@ def main():
                 print_table(["phase", "setting", "size", "input", "ustumor s", "torchvision s", "ratio"], rows[-2:])
     print()
     print_table(["phase", "setting", "size", "input", "ustumor s (min-max)", "torchvision s (min-max)", "ratio"], rows)
+    memory, memory_rows = {}, []
+    if not args.no_memory:
+        size = max(args.sizes)
+        for setting in args.settings:
+            peaks = {model: peak_training_memory(model, setting, size, args.same_work, args.threads)
+                     for model in ("ustumor", "torchvision")}
+            memory[f"train_{setting}_{size}"] = peaks
+            memory_rows.append([setting, size] + [f"{peaks[m]['peak_rss_mib']} (+{peaks[m]['rise_mib']})"
+                                                  for m in ("ustumor", "torchvision")])
+        print()
+        print_table(["training peak RSS MiB (rise)", "size", "ustumor", "torchvision"], memory_rows)
     write_json(output, {"machine": machine_facts(), "quick": args.quick, "repeats": repeats,
-                        "same_work": args.same_work, "results": results, "ratios": ratios})
+                        "same_work": args.same_work, "results": results, "ratios": ratios,
+                        "peak_training_memory_batch2": memory})
 
 
 if __name__ == "__main__":

@@ -2,16 +2,17 @@
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
-import torch
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+from ustumor.utils import cpu  # noqa: E402
+
+_machine_printed = []
 
 
 def summarize(seconds):
@@ -38,15 +39,8 @@ def time_interleaved(candidates, repeats, warmup):
 
 
 def machine_facts():
-    return {
-        "date": datetime.date.today().isoformat(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    """The date and the machine (CPU model, the ISA ATen and oneDNN dispatch to, threads, torch)."""
+    return {"date": datetime.date.today().isoformat(), **cpu.machine_facts()}
 
 
 def write_json(path, payload):
@@ -57,6 +51,10 @@ def write_json(path, payload):
 
 
 def print_table(header, rows):
+    """A text table; the first table a benchmark prints is headed by the machine it ran on."""
+    if not _machine_printed:
+        print("machine: " + cpu.describe_machine())
+        _machine_printed.append(True)
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
     for line in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))

@@ -28,7 +28,7 @@ from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 import ustumor  # noqa: F401  registers datasets and models
-from ustumor.config import RENAMED_KEYS, add_ustumor_config
+from ustumor.config import RENAMED_KEYS, SPLIT_KEYS, add_ustumor_config
 from ustumor.data.fields import describe_frame, frame_in_file
 from ustumor.data.image_io import read_dataset_frame
 from ustumor.data.mapper import UltrasoundDatasetMapper
@@ -81,6 +81,7 @@ def split_trailing_overrides(tokens):
     add_ustumor_config(cfg)
     collect(cfg)
     keys.update(RENAMED_KEYS)
+    keys.update(SPLIT_KEYS)
     for index, token in enumerate(tokens):
         if token in keys and not os.path.isfile(token):
             return tokens[:index], list(tokens[index:])

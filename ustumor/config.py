@@ -14,6 +14,17 @@ RENAMED_KEYS = {
 }
 
 
+def _memory_format_of_channels_last(value):
+    return "channels_last" if value else "contiguous"
+
+
+# Old key -> {new key: what the old value means there}, for a setting that became several.
+SPLIT_KEYS = {
+    "MODEL.CHANNELS_LAST": {"MODEL.MEMORY_FORMAT.TRAIN": _memory_format_of_channels_last,
+                            "MODEL.MEMORY_FORMAT.TEST": _memory_format_of_channels_last},
+}
+
+
 def add_ustumor_config(cfg):
     """Add ustumor's keys to a Detectron2 config, with their defaults."""
     # ---- input preprocessing ----
@@ -30,10 +41,16 @@ def add_ustumor_config(cfg):
     cfg.INPUT.CONTRAST_RANGE = [0.8, 1.2]
 
     # ---- model ----
-    # Keep convolution weights and image batches in channels-last (NHWC) memory layout:
-    # oneDNN (CPU) and tensor cores (GPU) run convolutions faster on it. Numerically the
-    # same model; checkpoints load either way.
-    cfg.MODEL.CHANNELS_LAST = True
+    # Memory layout of the convolution weights and image batches in training (TRAIN) and in
+    # inference (TEST): "channels_last" (NHWC), "contiguous" (NCHW) or "auto". The same model
+    # and results either way, only the speed differs; checkpoints load across layouts.
+    # "auto" chooses from what was measured on the CPU's ISA (ustumor/modeling/memory_format.py):
+    # training channels-last on CUDA and where oneDNN runs AVX-512, contiguous on AVX2-only
+    # CPUs (channels-last backward convolutions took 1.4-1.9x as long there); inference
+    # channels-last on CUDA and x86 CPUs. The log names the choice. (Was MODEL.CHANNELS_LAST.)
+    cfg.MODEL.MEMORY_FORMAT = CN()
+    cfg.MODEL.MEMORY_FORMAT.TRAIN = "auto"
+    cfg.MODEL.MEMORY_FORMAT.TEST = "auto"
 
     # ---- datasets ----
     # What to do with bad input: a corrupt image, a missing or mismatched mask, a bad hospital
@@ -155,9 +172,20 @@ class UstumorCfgNode(CN):
 
 def upgrade_renamed_keys(cfg, source="config", flat=False):
     """``cfg`` (nested, or ``{"A.B": value}`` if ``flat``) with each old key of
-    :data:`RENAMED_KEYS` moved to its new name, with a deprecation warning. Old keys given
+    :data:`RENAMED_KEYS` moved to its new name and each of :data:`SPLIT_KEYS` read into its
+    new keys, with a deprecation warning. Old keys given
     different values, where they now are one key, are an error naming them."""
     cfg = cfg.clone() if hasattr(cfg, "clone") else dict(cfg)
+    for old, meanings in SPLIT_KEYS.items():
+        found, value = _pop(cfg, old, flat)
+        if not found:
+            continue
+        value = CN._decode_cfg_value(value) if flat else value
+        for new, meaning in meanings.items():
+            if _pop(cfg, new, flat)[0]:
+                raise ValueError(f"{source}: {old} and {new} are both given; {old} is deprecated: set {new} only")
+            logger.warning("%s: config key %s is deprecated, read as %s %r", source, old, new, meaning(value))
+            _set(cfg, new, meaning(value), flat)
     values = {}  # new key -> {key as written: value}
     for old, new in RENAMED_KEYS.items():
         found, value = _pop(cfg, old, flat)

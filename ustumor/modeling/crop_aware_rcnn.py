@@ -6,33 +6,52 @@ predictions to ``height``/``width`` (the cropped size) but knows nothing of the
 offset, so this meta-architecture adds it back. Predictions, ground truth,
 evaluation and plots then share the original frame's coordinates.
 
-With ``MODEL.CHANNELS_LAST`` the convolution weights and the padded image batch use the
-channels-last layout, which oneDNN and cuDNN convolve faster (``benchmarks/README.md``).
+It also keeps the convolution weights and the padded image batch in the memory layout
+that ``MODEL.MEMORY_FORMAT`` chooses for training and for inference
+(``ustumor.modeling.memory_format``), switching layout with ``train()``/``eval()``.
 """
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import ImageList
 
+from .memory_format import resolve_memory_format
+
 
 @META_ARCH_REGISTRY.register()
 class CropAwareRCNN(GeneralizedRCNN):
     @configurable
-    def __init__(self, *, channels_last=False, **kwargs):
+    def __init__(self, *, train_memory_format=torch.contiguous_format, test_memory_format=torch.contiguous_format,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.channels_last = channels_last
-        if channels_last:
-            self.to(memory_format=torch.channels_last)  # 4-D parameters only: the conv weights
+        self.memory_formats = {True: train_memory_format, False: test_memory_format}
+        self.memory_format = torch.contiguous_format
+        self._use_memory_format(self.memory_formats[self.training])
 
     @classmethod
     def from_config(cls, cfg):
         arguments = super().from_config(cfg)
-        arguments["channels_last"] = cfg.MODEL.CHANNELS_LAST
+        arguments["train_memory_format"] = resolve_memory_format(cfg.MODEL.MEMORY_FORMAT.TRAIN, "train",
+                                                                 cfg.MODEL.DEVICE)
+        arguments["test_memory_format"] = resolve_memory_format(cfg.MODEL.MEMORY_FORMAT.TEST, "test",
+                                                                cfg.MODEL.DEVICE)
         return arguments
+
+    def _use_memory_format(self, memory_format):
+        if memory_format != self.memory_format:
+            # converts the 4-D tensors only (conv weights, their gradients), in place: the
+            # Parameter objects the optimizer and DDP hold stay the same
+            self.to(memory_format=memory_format)
+            self.memory_format = memory_format
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._use_memory_format(self.memory_formats[mode])
+        return self
 
     def preprocess_image(self, batched_inputs):
         images = super().preprocess_image(batched_inputs)
-        if self.channels_last:
+        if self.memory_format == torch.channels_last:
             images = ImageList(images.tensor.contiguous(memory_format=torch.channels_last), images.image_sizes)
         return images
 

@@ -1,6 +1,10 @@
-"""MODEL.CHANNELS_LAST changes the memory layout only: same features, RPN losses and
-gradients, same detections, and checkpoints move between the two layouts."""
+"""MODEL.MEMORY_FORMAT changes the memory layout only: same features, RPN losses and
+gradients, same detections, and checkpoints move between the two layouts. The model
+switches layout between training and inference, and "auto" follows oneDNN's ISA."""
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,10 +23,26 @@ from ustumor.engine.defaults import build_config
 CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
 
 
-def random_model(channels_last):
-    cfg = build_config(CONFIG, ["MODEL.CHANNELS_LAST", str(channels_last), "MODEL.WEIGHTS", ""])
+def layout(channels_last):
+    return "channels_last" if channels_last else "contiguous"
+
+
+def random_model(channels_last, test_channels_last=None):
+    test_channels_last = channels_last if test_channels_last is None else test_channels_last
+    cfg = build_config(CONFIG, ["MODEL.MEMORY_FORMAT.TRAIN", layout(channels_last),
+                                "MODEL.MEMORY_FORMAT.TEST", layout(test_channels_last), "MODEL.WEIGHTS", ""])
     torch.manual_seed(0)
     return build_model(cfg)
+
+
+def conv_weights(model):
+    return [p for p in model.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+
+
+def is_channels_last(model):
+    layouts = {p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights(model)}
+    assert len(layouts) == 1, "mixed layouts"
+    return layouts.pop()
 
 
 def scan_inputs(count=2):
@@ -98,7 +118,7 @@ def test_same_detections_and_checkpoints_load_across_layouts(tmp_path):
     for channels_last in (False, True):
         cfg = phantom.cfg.clone()
         cfg.defrost()
-        cfg.MODEL.CHANNELS_LAST = channels_last
+        cfg.MODEL.MEMORY_FORMAT.TRAIN = cfg.MODEL.MEMORY_FORMAT.TEST = layout(channels_last)
         models[channels_last] = build_model(cfg).eval()
         # the checkpoint was written by a model of the configured (channels-last) layout
         DetectionCheckpointer(models[channels_last]).load(phantom.weights)
@@ -113,3 +133,70 @@ def test_same_detections_and_checkpoints_load_across_layouts(tmp_path):
     assert sum(len(scores) for _, scores in top[False]) >= 4  # the trained model detects
     for (boxes, scores), (cl_boxes, cl_scores) in zip(top[False], top[True]):
         assert torch.allclose(cl_boxes, boxes, atol=1e-2) and torch.allclose(cl_scores, scores, atol=1e-4)
+
+
+def test_layout_switches_between_training_and_inference():
+    model = random_model(False, test_channels_last=True)
+    parameters = list(model.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9)
+    assert model.training and not is_channels_last(model)
+    inputs = scan_inputs()
+    with EventStorage(0):
+        for _ in range(2):
+            model.eval()
+            assert is_channels_last(model)
+            with torch.no_grad():
+                assert model.preprocess_image(inputs).tensor.is_contiguous(memory_format=torch.channels_last)
+                model(inputs)
+            model.train()
+            assert not is_channels_last(model)
+            assert not model.preprocess_image(inputs).tensor.is_contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad()
+            sum(model(inputs).values()).backward()
+            optimizer.step()
+    # the same Parameter objects throughout, so the optimizer and DDP keep tracking them
+    assert all(a is b for a, b in zip(parameters, model.parameters()))
+    assert all(p.grad is not None for p in conv_weights(model)[-5:])
+
+
+def test_old_channels_last_key_still_reads():
+    cfg = build_config(CONFIG, ["MODEL.CHANNELS_LAST", "False"])
+    assert (cfg.MODEL.MEMORY_FORMAT.TRAIN, cfg.MODEL.MEMORY_FORMAT.TEST) == ("contiguous", "contiguous")
+    with pytest.raises(ValueError, match="MODEL.CHANNELS_LAST and MODEL.MEMORY_FORMAT.TRAIN"):
+        build_config(CONFIG, ["MODEL.CHANNELS_LAST", "True", "MODEL.MEMORY_FORMAT.TRAIN", "contiguous"])
+    with pytest.raises(ValueError, match="'nhwc'"):
+        build_model(build_config(CONFIG, ["MODEL.MEMORY_FORMAT.TEST", "nhwc", "MODEL.WEIGHTS", ""]))
+
+
+AUTO_PROBE = """
+import json, torch
+import ustumor
+from detectron2.modeling import build_model
+from ustumor.engine.defaults import build_config
+from ustumor.utils.cpu import onednn_isa
+model = build_model(build_config({config!r}, ["MODEL.WEIGHTS", ""]))
+layouts = {{}}
+for phase, training in (("train", True), ("test", False)):
+    model.train(training)
+    conv = model.backbone.bottom_up.stem.conv1.weight
+    layouts[phase] = conv.is_contiguous(memory_format=torch.channels_last)
+print(json.dumps({{"isa": onednn_isa(), "layouts": layouts}}))
+"""
+
+
+def auto_layouts(**limits):
+    env = dict(os.environ, **limits)
+    output = subprocess.run([sys.executable, "-c", AUTO_PROBE.format(config=CONFIG)], env=env, cwd=REPO_ROOT,
+                            check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64", reason="x86-64 ISAs")
+def test_auto_follows_onednn_isa():
+    # oneDNN limited to AVX2, as on an AVX2-only CPU: NCHW training, channels-last inference
+    avx2 = auto_layouts(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    assert "AVX2" in avx2["isa"] and "AVX-512" not in avx2["isa"]
+    assert avx2["layouts"] == {"train": False, "test": True}
+    native = auto_layouts()
+    if "AVX-512" in native["isa"]:
+        assert native["layouts"] == {"train": True, "test": True}
