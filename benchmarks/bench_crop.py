@@ -132,17 +132,6 @@ def time_crops(crops, greys, repeats):
     return wall, cpu
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=1000)
@@ -186,17 +175,12 @@ def main():
 
     machine = machine_facts()
     machine.update({
-        "cpu_model": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "opencv": cv2.__version__,
         "numpy": np.__version__,
         "opencv_threads": cv2.getNumThreads(),
-        "torch_threads": torch.get_num_threads(),
         "load_average_1_5_15_min": {"before_timing": load_before, "after_timing": load_after},
     })
-    print(f"machine: {machine['cpu_model']}, {machine['cpu_capability']}, {machine['cpu_count']} cores, "
-          f"threads cv2 {machine['opencv_threads']} / torch {machine['torch_threads']}, "
-          f"torch {machine['torch']}, opencv {machine['opencv']}, load average {load_before[0]:.1f} "
+    print(f"opencv {machine['opencv']} ({machine['opencv_threads']} threads), load average {load_before[0]:.1f} "
           f"before timing, {load_after[0]:.1f} after")
     write_json(args.output, {
         "machine": machine,

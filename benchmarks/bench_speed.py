@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed of ustumor's Faster R-CNN R50-FPN against torchvision's, in the same setting.
 
-    .venv/bin/python benchmarks/bench_speed.py [--quick] [--output benchmarks/results/speed.json]
+    .venv/bin/python benchmarks/bench_speed.py [--quick] [--layouts] [--output benchmarks/results/speed.json]
 
 ustumor's model, optimizer and inputs come from our config, trainer and mapper;
 torchvision's ``fasterrcnn_resnet50_fpn`` gets the very same image tensors. Two
@@ -11,7 +11,8 @@ settings, applied to both:
 - ``scratch``: BN everywhere, all layers trainable.
 
 ustumor runs as ``configs/busi`` configures it (lesion anchors, 256 sampled RoIs per
-image, 300 test proposals, 2x2 RoIAlign sampling, channels-last); torchvision with
+image, 300 test proposals, 2x2 RoIAlign sampling, ``MODEL.MEMORY_FORMAT`` auto, norms folded
+in inference); torchvision with
 ``fasterrcnn_resnet50_fpn``'s defaults (2000 proposals per image in training, 1000 at
 test, 512 RoIs). ``--same-work`` instead gives ustumor torchvision's anchors, proposal
 counts and RoI sampling, so the two do the same arithmetic and only the implementations
@@ -27,7 +28,6 @@ measure an AVX2-only CPU on an AVX-512 machine, run it under
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -50,6 +50,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 import cv2  # noqa: E402
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_4500it.yaml")
+LAYOUTS = ("channels_last", "contiguous")
 SETTINGS = {"pretrained": {"norm": "FrozenBN", "freeze_at": 2}, "scratch": {"norm": "BN", "freeze_at": 0}}
 
 
@@ -63,8 +64,9 @@ TORCHVISION_WORK = [
 ]
 
 
-def ustumor_config(setting, size, same_work=False):
+def ustumor_config(setting, size, same_work=False, memory_format="auto"):
     return build_config(CONFIG, [
+        "MODEL.MEMORY_FORMAT.TRAIN", memory_format, "MODEL.MEMORY_FORMAT.TEST", memory_format,
         "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
         # random weights: unit-variance inputs and a small LR keep the timed steps finite
         "MODEL.PIXEL_STD", "[57.375, 57.120, 58.395]", "SOLVER.BASE_LR", "0.001",
@@ -114,10 +116,10 @@ def to_torchvision(mapped, cfg):
     return image, target
 
 
-def build_candidates(setting, size, records, same_work=False, only=None):
+def build_candidates(setting, size, records, same_work=False, only=None, memory_format="auto"):
     """The four timed steps ({train, infer} x {ustumor, torchvision}) on shared inputs;
     ``only`` "ustumor" or "torchvision" builds that model alone."""
-    cfg = ustumor_config(setting, size, same_work)
+    cfg = ustumor_config(setting, size, same_work, memory_format)
     torch.manual_seed(0)
     if only != "torchvision":
         ours = UltrasoundTrainer.build_model(cfg)
@@ -176,23 +178,30 @@ def measure_own_training_memory(model, setting, size, same_work, steps=3):
     import tempfile
     with tempfile.TemporaryDirectory() as tmp, EventStorage(0):
         candidates, _ = build_candidates(setting, size, sample_records(tmp, 3), same_work, only=model)
-        built = _current_rss_mib()
+        built = _memory_status_mib("VmRSS")
         for _ in range(steps):
             candidates["train"][model]()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # VmHWM, not getrusage's ru_maxrss: a child keeps its parent's ru_maxrss across exec
+    peak = _memory_status_mib("VmHWM")
     print(json.dumps({"peak_rss_mib": round(peak), "rise_mib": round(peak - built)}))
 
 
-def _current_rss_mib():
+def _memory_status_mib(field):
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process, from /proc/self/status (Linux)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    return float("nan")
+    raise RuntimeError(f"no {field} in /proc/self/status: the memory measurement needs Linux")
 
 
-def benchmark(setting, size, records, repeats, warmup, same_work):
+def benchmark(setting, size, records, repeats, warmup, same_work, layouts=False):
     candidates, shape = build_candidates(setting, size, records, same_work)
+    if layouts:  # ustumor again with each layout forced, to check what "auto" chose
+        for memory_format in LAYOUTS:
+            forced, _ = build_candidates(setting, size, records, same_work, "ustumor", memory_format)
+            for phase in candidates:
+                candidates[phase][f"ustumor_{memory_format}"] = forced[phase]["ustumor"]
     train = time_interleaved(candidates["train"], repeats, warmup)
     infer = time_interleaved(candidates["infer"], repeats * 2, warmup)
     return {"train": train, "infer": infer, "input_hw": shape}
@@ -209,6 +218,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", help="default: benchmarks/results/speed[_same_work].json")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--layouts", action="store_true",
+                        help="also time ustumor with MODEL.MEMORY_FORMAT forced to channels_last and to "
+                             "contiguous, to check the 'auto' choice on this machine")
     parser.add_argument("--memory-of", choices=["ustumor", "torchvision"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -222,11 +234,11 @@ def main():
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         records = sample_records(tmp, 3)
-        results, ratios, rows = {}, {}, []
+        results, ratios, rows, layout_rows = {}, {}, [], []
         for setting in args.settings:
             for size in args.sizes:
                 with EventStorage(0):  # Detectron2's losses log into it
-                    result = benchmark(setting, size, records, repeats, warmup, args.same_work)
+                    result = benchmark(setting, size, records, repeats, warmup, args.same_work, args.layouts)
                 results[f"{setting}_{size}"] = result
                 for phase in ("train", "infer"):
                     ours, theirs = result[phase]["ustumor"], result[phase]["torchvision"]
@@ -234,9 +246,17 @@ def main():
                     ratios[f"{phase}_{setting}_{size}"] = ratio
                     rows.append([phase, setting, size, "x".join(map(str, result["input_hw"])),
                                  fmt(ours), fmt(theirs), f"{ratio:.2f}"])
+                    if args.layouts:
+                        layout_rows.append([phase, setting, size] + [
+                            f"{result[phase][name]['median']:.3f} ({result[phase][name]['median'] / theirs['median']:.2f})"
+                            for name in ("ustumor", *(f"ustumor_{f}" for f in LAYOUTS))])
                 print_table(["phase", "setting", "size", "input", "ustumor s", "torchvision s", "ratio"], rows[-2:])
     print()
     print_table(["phase", "setting", "size", "input", "ustumor s (min-max)", "torchvision s (min-max)", "ratio"], rows)
+    if args.layouts:
+        print()
+        print_table(["phase", "setting", "size", "ustumor auto s (ratio)"]
+                    + [f"ustumor {f} s (ratio)" for f in LAYOUTS], layout_rows)
     memory, memory_rows = {}, []
     if not args.no_memory:
         size = max(args.sizes)

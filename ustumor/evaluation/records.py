@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
@@ -85,6 +86,26 @@ def make_records(dataset_dicts, predictions):
         logger.warning("%d images of the dataset have no predictions and are left out, e.g. %s",
                        len(missing), missing[:3])
     return records
+
+
+def load_saved_predictions(path, dataset_name):
+    """The records of ``dataset_name`` from the predictions an evaluation saved
+    (Detectron2's COCOEvaluator writes ``OUTPUT_DIR/inference/<dataset>/instances_predictions.pth``
+    under ``--eval-only``), so pictures can be drawn without running the model again.
+    A file that lacks images of the dataset is an error naming it."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    by_image = {}
+    for entry in saved:
+        detections = entry.get("instances", [])
+        boxes = [BoxMode.convert(list(d["bbox"]), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for d in detections]
+        by_image[entry["image_id"]] = (boxes, [d["score"] for d in detections],
+                                       [d["category_id"] for d in detections])
+    dataset_dicts = DatasetCatalog.get(dataset_name)
+    missing = [d["image_id"] for d in dataset_dicts if d["image_id"] not in by_image]
+    if missing:
+        raise ValueError(f"{path}: no predictions for {len(missing)} of the {len(dataset_dicts)} images of "
+                         f"{dataset_name} (e.g. {missing[:3]}); were they saved for another dataset or split?")
+    return make_records(dataset_dicts, by_image)
 
 
 class DetectionCollector(DatasetEvaluator):

@@ -8,7 +8,9 @@ evaluation and plots then share the original frame's coordinates.
 
 It also keeps the convolution weights and the padded image batch in the memory layout
 that ``MODEL.MEMORY_FORMAT`` chooses for training and for inference
-(``ustumor.modeling.memory_format``), switching layout with ``train()``/``eval()``.
+(``ustumor.modeling.memory_format``), switching layout with ``train()``/``eval()``, and with
+``MODEL.FOLD_NORMS`` folds each convolution's batch norm into it in inference
+(``ustumor.modeling.norm_folding``).
 """
 import torch
 from detectron2.config import configurable
@@ -16,14 +18,17 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import ImageList
 
 from .memory_format import resolve_memory_format
+from .norm_folding import fold_norms_in_inference
 
 
 @META_ARCH_REGISTRY.register()
 class CropAwareRCNN(GeneralizedRCNN):
     @configurable
     def __init__(self, *, train_memory_format=torch.contiguous_format, test_memory_format=torch.contiguous_format,
-                 **kwargs):
+                 fold_norms=False, **kwargs):
         super().__init__(**kwargs)
+        if fold_norms:
+            fold_norms_in_inference(self)
         self.memory_formats = {True: train_memory_format, False: test_memory_format}
         self.memory_format = torch.contiguous_format
         self._use_memory_format(self.memory_formats[self.training])
@@ -35,6 +40,7 @@ class CropAwareRCNN(GeneralizedRCNN):
                                                                  cfg.MODEL.DEVICE)
         arguments["test_memory_format"] = resolve_memory_format(cfg.MODEL.MEMORY_FORMAT.TEST, "test",
                                                                 cfg.MODEL.DEVICE)
+        arguments["fold_norms"] = cfg.MODEL.FOLD_NORMS
         return arguments
 
     def _use_memory_format(self, memory_format):
