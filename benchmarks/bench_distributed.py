@@ -50,11 +50,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ustumor_bench_ddp_") as root:
         write_phantom_dataset(os.path.join(root, "phantom"), num_images=30, seed=0, image_size=(128, 160))
         results = [run(n, args.iterations, root, os.path.join(root, f"run{n}")) for n in (1, 2)]
-    import torch
     facts = dict(machine_facts(), threads_per_process=1)
-    with open("/proc/cpuinfo") as f:
-        facts["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    print(facts)
     print_table(["processes", "s/iter", "images/s", "images/s per process"],
                 [[r["processes"], f"{r['s_per_iter']:.3f}", f"{r['images_per_s']:.2f}",
                   f"{r['images_per_s_per_process']:.2f}"] for r in results])

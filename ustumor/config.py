@@ -46,7 +46,7 @@ def add_ustumor_config(cfg):
     # and results either way, only the speed differs; checkpoints load across layouts.
     # "auto" chooses from what was measured on the CPU's ISA (ustumor/modeling/memory_format.py):
     # training channels-last on CUDA and where oneDNN runs AVX-512, contiguous on AVX2-only
-    # CPUs (channels-last backward convolutions took 1.4-1.9x as long there); inference
+    # CPUs (channels-last training steps took 1.25-1.9x as long there); inference
     # channels-last on CUDA and x86 CPUs. The log names the choice. (Was MODEL.CHANNELS_LAST.)
     cfg.MODEL.MEMORY_FORMAT = CN()
     cfg.MODEL.MEMORY_FORMAT.TRAIN = "auto"

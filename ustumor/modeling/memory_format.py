@@ -4,7 +4,7 @@ Channels-last (NHWC) and contiguous (NCHW) give the same model and the same resu
 the speed differs, and it differs by CPU. Measured with ``benchmarks/bench_speed.py`` on one
 2-core AMD EPYC VM, native (oneDNN AVX-512) and limited to AVX2 (``benchmarks/README.md``):
 
-- training: channels-last took 7-20% less time than NCHW with AVX-512, but 1.4-1.9x as much
+- training: channels-last took 7-20% less time than NCHW with AVX-512, but 1.25-1.9x as much
   with AVX2 only, where oneDNN's channels-last backward convolutions are slow;
 - inference: channels-last took 7-19% less time with either ISA.
 
