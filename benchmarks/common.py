@@ -43,6 +43,13 @@ def machine_facts():
     return {"date": datetime.date.today().isoformat(), **cpu.machine_facts()}
 
 
+def budget_size_overrides(size):
+    """ustumor's input sizes at a CPU budget's short side: training jitter 0.85-1.15x, 5:3 at most."""
+    return ["INPUT.MIN_SIZE_TRAIN", f"({int(size * 0.85)}, {size}, {int(size * 1.15)})",
+            "INPUT.MAX_SIZE_TRAIN", str(int(size * 1.15 * 5 / 3)),
+            "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(int(size * 5 / 3))]
+
+
 def write_json(path, payload):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:

@@ -142,3 +142,30 @@ def test_missing_pixel_stats_file_says_how_to_make_it():
     cfg = make_cfg(**{"INPUT.NORMALIZATION": "ultrasound", "INPUT.PIXEL_STATS_FILE": "/nonexistent.json"})
     with pytest.raises(FileNotFoundError, match="compute_pixel_stats"):
         apply_normalization(cfg)
+
+
+def _low_contrast_record(tmp_path, grey):
+    path = str(tmp_path / "low_contrast.png")
+    cv2.imwrite(path, grey)
+    return {"file_name": path, "height": grey.shape[0], "width": grey.shape[1], "image_id": "low", "annotations": []}
+
+
+def test_min_max_stretch_maps_each_images_range_onto_0_255(tmp_path):
+    grey = np.random.default_rng(0).integers(40, 91, size=(64, 80)).astype(np.uint8)
+    grey[0, 0], grey[0, 1] = 40, 90
+    record = _low_contrast_record(tmp_path, grey)
+    cfg = make_cfg(**{"INPUT.MIN_SIZE_TEST": 64, "INPUT.MAX_SIZE_TEST": 80})  # no resampling
+    kept = UltrasoundDatasetMapper(cfg, is_train=False)(record)["image"]
+    assert torch.equal(kept[0], torch.from_numpy(grey))  # off by default: grey levels as read
+    cfg.INPUT.MIN_MAX_STRETCH = True
+    stretched = UltrasoundDatasetMapper(cfg, is_train=False)(record)["image"]
+    expected = (grey.astype(np.float64) - 40) * 255 / 50
+    assert np.allclose(stretched[0].numpy(), expected, atol=1e-3)
+    assert torch.equal(stretched[0], stretched[2])
+
+
+def test_min_max_stretch_leaves_a_flat_image_flat(tmp_path):
+    record = _low_contrast_record(tmp_path, np.full((64, 80), 7, np.uint8))
+    cfg = make_cfg(**{"INPUT.MIN_SIZE_TEST": 64, "INPUT.MAX_SIZE_TEST": 80, "INPUT.MIN_MAX_STRETCH": True})
+    image = UltrasoundDatasetMapper(cfg, is_train=False)(record)["image"]
+    assert torch.isfinite(image).all() and image.max() == image.min() == 0

@@ -36,6 +36,9 @@ def add_ustumor_config(cfg):
     cfg.INPUT.NORMALIZATION = "imagenet"
     # JSON written by tools/compute_pixel_stats.py; used when NORMALIZATION is "ultrasound".
     cfg.INPUT.PIXEL_STATS_FILE = ""
+    # Stretch each image's own grey range to 0-255 before the normalisation, as the original
+    # notebooks' min-max scaling did; off: the scanner's grey levels are kept as they are.
+    cfg.INPUT.MIN_MAX_STRETCH = False
     # Training-time intensity jitter: multiplicative ranges; [1.0, 1.0] disables it.
     cfg.INPUT.BRIGHTNESS_RANGE = [0.8, 1.2]
     cfg.INPUT.CONTRAST_RANGE = [0.8, 1.2]

@@ -12,11 +12,10 @@
 # 8 images per GPU, scaled by Detectron2's SOLVER.REFERENCE_WORLD_SIZE 1: with N GPUs the batch
 # is 8N, the learning rate N times larger and the schedule N times shorter, so every run sees
 # the same images. BN statistics are per GPU (8 images, as on one GPU).
-# The run evaluates on busi_val every 250 iterations (model_best.pth by penalised IoU), then
-# busi_test is evaluated three ways, for what selection buys: the last checkpoint
-# (model_final.pth), the best by penalised IoU on busi_val (model_best.pth), and the best by
-# AP50 on busi_val (the periodic checkpoint of the iteration metrics.json names).
-# Prints the number of GPUs, s/iter, the wall time and the three busi_test results.
+# benchmarks/bench_selection.py runs it: busi_val every 250 iterations (model_best.pth by
+# penalised IoU), then busi_test three ways, for what selection buys: the last checkpoint,
+# the best by penalised IoU on busi_val (model_best.pth) and the best by AP50 on busi_val.
+# Prints the number of GPUs, s/iter, the wall time and the three busi_test results with CIs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ARM=${1:-scratch}
@@ -43,38 +42,11 @@ from ustumor.engine.defaults import build_config
 build_config(sys.argv[1])
 DatasetCatalog.get("busi_train")
 PY
-COMMON=(OUTPUT_DIR "$RUN_DIR" MODEL.DEVICE cuda SOLVER.AMP.ENABLED True DATALOADER.NUM_WORKERS 8)
-python3 tools/train_net.py --config-file "$CONFIG" --num-gpus "$GPUS" --dist-url auto "${COMMON[@]}" \
-  SOLVER.IMS_PER_BATCH 8 SOLVER.REFERENCE_WORLD_SIZE 1 \
-  SOLVER.MAX_ITER "$ITERS" SOLVER.STEPS "($((ITERS * 2 / 3)), $((ITERS * 8 / 9)))" \
-  SOLVER.CHECKPOINT_PERIOD "$PERIOD" SOLVER.CHECKPOINT_KEEP_LAST 0 TEST.EVAL_PERIOD "$PERIOD" \
-  DATASETS.TEST '("busi_val",)' 2>&1 | tee "$RUN_DIR/train.log" \
-  | grep -E "Overall training speed|Total training time|New best|Error|error" || true
+# Training with validation every $PERIOD iterations, then busi_test three ways: benchmarks/bench_selection.py
+python3 benchmarks/bench_selection.py --config-file "$CONFIG" --num-gpus "$GPUS" --iterations "$ITERS" \
+  --period "$PERIOD" --run-dir "$RUN_DIR" --output "$RUN_DIR/selection.json" \
+  MODEL.DEVICE cuda SOLVER.AMP.ENABLED True DATALOADER.NUM_WORKERS 8 \
+  SOLVER.IMS_PER_BATCH 8 SOLVER.REFERENCE_WORLD_SIZE 1
 end=$(date +%s)
-echo "GPUs: $GPUS; arm $ARM; wall time: $((end - start)) s for $ITERS iterations on one GPU's schedule ($((ITERS / GPUS)) on $GPUS)"
+echo "GPUs: $GPUS; arm $ARM; wall time: $((end - start)) s for $ITERS iterations on one GPU's schedule ($((ITERS / GPUS)) on $GPUS), busi_test evaluations included"
 grep -E "Overall training speed" "$RUN_DIR/train.log" | sed -E 's/.*Overall training speed: ([0-9]+) iterations in ([0-9:]+) \(([0-9.]+) s \/ it\).*/train speed: \3 s\/it (batch 8 per GPU)/'
-# the periodic checkpoint with the best busi_val AP50 (iterations are 0-based in the file names)
-BEST_AP50=$(python3 - "$RUN_DIR" <<'PY'
-import json, os, sys
-rows = [json.loads(line) for line in open(f"{sys.argv[1]}/metrics.json")]
-value, iteration = max((r["bbox/AP50"], r["iteration"]) for r in rows if "bbox/AP50" in r)
-periodic = f"{sys.argv[1]}/model_{iteration:07d}.pth"
-print(periodic if os.path.isfile(periodic) else f"{sys.argv[1]}/model_final.pth")
-PY
-)
-for pick in final:model_final.pth piou:model_best.pth "ap50:$(basename "$BEST_AP50")"; do
-  name=${pick%%:*}; weights=$RUN_DIR/${pick#*:}
-  python3 tools/train_net.py --config-file "$CONFIG" --eval-only "${COMMON[@]}" OUTPUT_DIR "$RUN_DIR/test_$name" \
-    MODEL.WEIGHTS "$weights" DATASETS.TEST '("busi_test",)' > "$RUN_DIR/test_$name.log" 2>&1
-  python3 - "$RUN_DIR/test_$name/inference/busi_test/results.json" "$name" "$weights" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-ci = r.get("confidence_intervals", {})
-def show(key, value):
-    interval = ci.get(key)
-    return f"{value:.3f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else "")
-print(f"busi_test, {sys.argv[2]} ({sys.argv[3]}): AP50 {show('bbox_agnostic/AP50', r['bbox_agnostic']['AP50'])}, "
-      f"penalised IoU {show('penalized_iou/piou', r['penalized_iou']['piou'])}, "
-      f"FROC CPM {show('froc/cpm', r['froc']['cpm'])}")
-PY
-done

@@ -34,6 +34,13 @@ def build_ultrasound_augmentations(cfg, is_train):
     return augmentations
 
 
+def stretch_to_full_range(grey):
+    """The image's own grey range mapped linearly onto 0-255 (float32); a flat image stays flat."""
+    grey = grey.astype(np.float32)
+    low, high = float(grey.min()), float(grey.max())
+    return (grey - low) * (255.0 / max(high - low, 1.0))
+
+
 class UltrasoundDatasetMapper:
     """Map a dataset dict to the model's input.
 
@@ -45,13 +52,15 @@ class UltrasoundDatasetMapper:
     """
 
     @configurable
-    def __init__(self, is_train, augmentations, crop_ultrasound=False):
+    def __init__(self, is_train, augmentations, crop_ultrasound=False, min_max_stretch=False):
         self.is_train = is_train
+        self.min_max_stretch = min_max_stretch
         self.augmentations = T.AugmentationList(augmentations)
         self.crop_ultrasound = crop_ultrasound
         self.crop_cache = CropCache()
         mode = "training" if is_train else "inference"
-        logger.info(f"[UltrasoundDatasetMapper] {mode} augmentations: {augmentations}, crop={crop_ultrasound}")
+        logger.info(f"[UltrasoundDatasetMapper] {mode} augmentations: {augmentations}, crop={crop_ultrasound}, "
+                    f"min-max stretch={min_max_stretch}")
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
@@ -59,6 +68,7 @@ class UltrasoundDatasetMapper:
             "is_train": is_train,
             "augmentations": build_ultrasound_augmentations(cfg, is_train),
             "crop_ultrasound": cfg.INPUT.CROP_ULTRASOUND,
+            "min_max_stretch": cfg.INPUT.MIN_MAX_STRETCH,
         }
 
     def load_grey(self, dataset_dict):
@@ -82,6 +92,8 @@ class UltrasoundDatasetMapper:
         # predictions are rescaled to this size, then moved back by crop_box
         dataset_dict["height"], dataset_dict["width"] = grey.shape
 
+        if self.min_max_stretch:
+            grey = stretch_to_full_range(grey)
         aug_input = T.AugInput(grey)
         transforms = self.augmentations(aug_input)
         grey = aug_input.image
