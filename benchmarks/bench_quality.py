@@ -71,13 +71,13 @@ RUNS_DIR = os.path.join(REPO_ROOT, "output", "bench_quality")
 # ustumor's config; the walk switches them to ustumor's one at a time, in this order.
 # (name, ustumor's choice, overrides giving the original notebooks' choice)
 FACTORS = [
-    ("optimizer", "AdamW weight decay 1e-4, warm-up, two LR steps (Adam at a constant 1e-4 before)",
-     lambda size: ["SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.WARMUP_FACTOR", "1.0", "SOLVER.STEPS", "()"]),
     ("flip_intensity", "horizontal flip, brightness and contrast jitter 0.8-1.2 (none before)",
      lambda size: ["INPUT.RANDOM_FLIP", "none", "INPUT.BRIGHTNESS_RANGE", "[1.0, 1.0]",
                    "INPUT.CONTRAST_RANGE", "[1.0, 1.0]"]),
     ("scale_jitter", "training short side drawn from 0.85/1/1.15 x the size (the size alone before)",
      lambda size: ["INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(int(size * 5 / 3))]),
+    ("optimizer", "AdamW weight decay 1e-4, warm-up, two LR steps (Adam at a constant 1e-4 before)",
+     lambda size: ["SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.WARMUP_FACTOR", "1.0", "SOLVER.STEPS", "()"]),
     ("anchors", "lesion aspect ratios 0.35/0.6/1.0 (torchvision's 0.5/1/2 before)",
      lambda size: ["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]"]),
     ("rois", "256 sampled RoIs per image (512 before)",
@@ -296,6 +296,7 @@ def main():
     parser.add_argument("--mnv2-minutes", type=float, default=None,
                         help="arm mnv2's training time; default: the ustumor arm's of the same seed in --output")
     parser.add_argument("--force", action="store_true", help="rerun arms already in --output")
+    parser.add_argument("--table", action="store_true", help="only print the table of what --output holds")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "quality.json"))
     args = parser.parse_args()
@@ -306,7 +307,7 @@ def main():
     arms, seeds = parse_arms(args.arms), [int(seed) for seed in args.seeds.split(",")]
 
     budget = {"iterations": args.iterations, "batch": 2, "short_side": args.size, "device": args.device}
-    for arm in arms:
+    for arm in [] if args.table else arms:
         for seed in seeds:
             if str(seed) in load_report(args.output, budget)["arms"].get(arm, {}) and not args.force:
                 print(f"{arm} seed {seed}: already in {args.output}, kept (--force reruns it)")
@@ -321,10 +322,11 @@ def main():
     report = load_report(args.output, budget)
 
     order = ["torchvision"] + WALK + ["mnv2"]
-    rows = [[arm_label(arm), seed, f"{result['seconds'] / 60:.1f}"] +
+    rows = [[arm_label(arm), seed, f"{result.get('train_seconds', float('nan')) / 60:.1f}",
+             f"{result['seconds'] / 60:.1f}"] +
             [f"{m['estimate']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" for m in result["metrics"].values()]
             for arm in sorted(report["arms"], key=order.index) for seed, result in sorted(report["arms"][arm].items())]
-    print_table(["arm", "seed", "minutes"] + [f"{name} [95% CI]" for name in REPORTED], rows)
+    print_table(["arm", "seed", "train min", "all min"] + [f"{name} [95% CI]" for name in REPORTED], rows)
 
 
 if __name__ == "__main__":

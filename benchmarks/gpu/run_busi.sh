@@ -27,21 +27,9 @@ esac
 ITERS=${2:-4500}
 PERIOD=250
 RUN_DIR=${RUN_DIR:-output/gpu_busi_$ARM}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD USTUMOR_DATASETS=$PWD/.gpu_data USTUMOR_CACHE=/tmp/ustumor_cache
-GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
-python3 -c "import torch; print('torch', torch.__version__, [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])"
-if [ "$GPUS" -lt 1 ]; then echo "no GPU visible"; exit 1; fi
+source benchmarks/gpu/setup_env.sh
 mkdir -p "$RUN_DIR"
 start=$(date +%s)
-# Build the split once, before N processes would each compute it.
-python3 - "$CONFIG" <<'PY'
-import sys
-from detectron2.data import DatasetCatalog
-from ustumor.engine.defaults import build_config
-build_config(sys.argv[1])
-DatasetCatalog.get("busi_train")
-PY
 # Training with validation every $PERIOD iterations, then busi_test three ways: benchmarks/bench_selection.py
 python3 benchmarks/bench_selection.py --config-file "$CONFIG" --num-gpus "$GPUS" --iterations "$ITERS" \
   --period "$PERIOD" --run-dir "$RUN_DIR" --output "$RUN_DIR/selection.json" \
