@@ -56,7 +56,7 @@ from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
 from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 from ustumor.evaluation.records import ground_truth_of, make_records  # noqa: E402
-from ustumor.evaluation.suite import evaluate_suite  # noqa: E402
+from ustumor.evaluation.suite import evaluate_suite, paired_differences  # noqa: E402
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_4500it.yaml")
 MNV2_CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_MNV2_FPN_4500it.yaml")
@@ -130,7 +130,7 @@ def ustumor_config(args, output_dir, arm="all_boxes", seed=0, iterations=None):
 
 def seconds_per_iteration(args, arm, seed):
     """The median training step of ``arm`` over 20 steps after 10, on this machine now."""
-    cfg = ustumor_config(args, os.path.join(RUNS_DIR, arm, "calibration"), arm, seed, iterations=30)
+    cfg = ustumor_config(args, os.path.join(run_dir_of(args, arm, seed), "calibration"), arm, seed, iterations=30)
     trainer = UltrasoundTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -212,6 +212,36 @@ def train_baseline(args, seed):
     return predictions, train_seconds
 
 
+def run_dir_of(args, arm, seed):
+    """Where an arm trains and keeps its predictions, apart for every budget."""
+    return os.path.join(RUNS_DIR, f"{args.iterations}it_{args.size}px_{args.device}", arm, f"seed{seed}")
+
+
+def arm_records(args, arm, seed):
+    """busi_test records of an arm's saved predictions; None if it has not run."""
+    path = os.path.join(run_dir_of(args, arm, seed), "predictions.pth")
+    if not os.path.isfile(path):
+        return None
+    return make_records(DatasetCatalog.get("busi_test"), torch.load(path, weights_only=False))
+
+
+def step_differences(report, args):
+    """Each step of the walk (an arm against the one before it, same seed), the libraries'
+    own details (seed_style against torchvision) and MobileNetV2 against R50, as paired
+    differences with CIs; steps whose arms have not both run are left out."""
+    pairs = [("torchvision", "seed_style")] + list(zip(WALK, WALK[1:])) + [(WALK[-1], "mnv2")]
+    steps = {}
+    for before, after in pairs:
+        for seed in sorted(set(report["arms"].get(before, {})) & set(report["arms"].get(after, {}))):
+            records_before, records_after = arm_records(args, before, seed), arm_records(args, after, seed)
+            if records_before is None or records_after is None:
+                continue
+            differences = paired_differences(records_before, records_after, num_bootstrap=args.bootstrap)
+            steps.setdefault(f"{before} -> {after}", {})[seed] = {name: differences[key]
+                                                                 for name, key in REPORTED.items()}
+    return steps
+
+
 def evaluate(predictions, args):
     records = make_records(DatasetCatalog.get("busi_test"), predictions)
     # one bootstrap seed for every arm: the arms are compared on the same resamples
@@ -231,7 +261,7 @@ def parse_arms(text):
 
 def run_arm(arm, seed, args, report):
     """Train and score one arm; its predictions are kept beside its run for re-scoring."""
-    run_dir = os.path.join(RUNS_DIR, arm, f"seed{seed}")
+    run_dir = run_dir_of(args, arm, seed)
     start = time.perf_counter()
     extra = {}
     if arm == "torchvision":
@@ -283,6 +313,16 @@ def load_report(path, budget):
     return report
 
 
+def update_report(path, budget, change):
+    """Apply ``change`` to the results file under a lock: arms may run in parallel processes."""
+    os.makedirs(RUNS_DIR, exist_ok=True)
+    with open(os.path.join(RUNS_DIR, "results.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = load_report(path, budget)
+        change(report)
+        write_json(path, report)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=800)
@@ -313,12 +353,9 @@ def main():
                 print(f"{arm} seed {seed}: already in {args.output}, kept (--force reruns it)")
                 continue
             result = run_arm(arm, seed, args, load_report(args.output, budget))
-            os.makedirs(RUNS_DIR, exist_ok=True)
-            with open(os.path.join(RUNS_DIR, "results.lock"), "w") as lock:  # arms may run in parallel processes
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                report = load_report(args.output, budget)
-                report["arms"].setdefault(arm, {})[str(seed)] = result
-                write_json(args.output, report)  # after every arm: a long walk can stop and go on
+            # after every arm: a long walk can stop and go on
+            update_report(args.output, budget, lambda report: report["arms"].setdefault(arm, {}).update(
+                {str(seed): result}))
     report = load_report(args.output, budget)
 
     order = ["torchvision"] + WALK + ["mnv2"]
@@ -327,6 +364,12 @@ def main():
             [f"{m['estimate']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" for m in result["metrics"].values()]
             for arm in sorted(report["arms"], key=order.index) for seed, result in sorted(report["arms"][arm].items())]
     print_table(["arm", "seed", "train min", "all min"] + [f"{name} [95% CI]" for name in REPORTED], rows)
+    report["steps"] = step_differences(report, args)
+    print()
+    print_table(["step (after - before, paired)", "seed"] + [f"{name} [95% CI]" for name in REPORTED],
+                [[step, seed] + [f"{m['estimate']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]" for m in metrics.values()]
+                 for step, by_seed in report["steps"].items() for seed, metrics in by_seed.items()])
+    update_report(args.output, budget, lambda saved: saved.update(steps=report["steps"]))
 
 
 if __name__ == "__main__":

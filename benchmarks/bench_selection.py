@@ -30,6 +30,8 @@ import time
 from common import REPO_ROOT, budget_size_overrides, machine_facts, print_table, write_json
 
 from ustumor.engine.defaults import build_config  # noqa: E402
+from ustumor.evaluation.records import load_saved_predictions  # noqa: E402
+from ustumor.evaluation.suite import paired_differences, suite_settings  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join("configs", "busi", "faster_rcnn_R_50_FPN_scratch_4500it.yaml")
 REPORTED = {"AP50": "bbox_agnostic/AP50", "FROC CPM": "froc/cpm", "sens@1FP": "froc/sensitivity@1",
@@ -95,6 +97,8 @@ def main():
     parser.add_argument("--num-gpus", type=int, default=1, help="processes, as tools/train_net.py")
     parser.add_argument("--run-dir", default=os.path.join(REPO_ROOT, "output", "bench_selection"))
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "selection.json"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a finished training and test evaluations found in --run-dir; only re-analyse")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for the config")
     args = parser.parse_args()
 
@@ -102,8 +106,9 @@ def main():
     common = list(args.opts) + (budget_size_overrides(args.size) if args.size else [])
     if args.batch:
         common += ["SOLVER.IMS_PER_BATCH", str(args.batch)]
+    cfg = build_config(args.config_file, common)  # also registers the datasets, as the runs see them
     # the config's schedule (warm-up, LR steps) scaled to the iterations asked for
-    schedule = build_config(args.config_file, common).SOLVER
+    schedule = cfg.SOLVER
     scale = iterations / schedule.MAX_ITER
     steps = ", ".join(str(int(step * scale)) for step in schedule.STEPS)
     training = ["OUTPUT_DIR", args.run_dir, "SOLVER.MAX_ITER", str(iterations),
@@ -112,23 +117,32 @@ def main():
                 "SOLVER.CHECKPOINT_PERIOD", str(args.period), "SOLVER.CHECKPOINT_KEEP_LAST", "0",
                 "TEST.EVAL_PERIOD", str(args.period), "DATASETS.TEST", f'("{args.validation_set}",)']
     os.makedirs(args.run_dir, exist_ok=True)
-    start = time.perf_counter()
-    train_net(args.config_file, ["--num-gpus", str(args.num_gpus)] + common + training,
-              os.path.join(args.run_dir, "train.log"))
-    training_seconds = time.perf_counter() - start
+    training_seconds = None
+    if not (args.reuse and os.path.isfile(os.path.join(args.run_dir, "model_final.pth"))):
+        start = time.perf_counter()
+        train_net(args.config_file, ["--num-gpus", str(args.num_gpus)] + common + training,
+                  os.path.join(args.run_dir, "train.log"))
+        training_seconds = time.perf_counter() - start
 
     history = validation_history(args.run_dir)
-    results = {}
+    results, records = {}, {}
     for name, (checkpoint, done) in selected_checkpoints(args.run_dir, history).items():
         test_dir = os.path.join(args.run_dir, "test_" + name.replace(" ", "_"))
-        train_net(args.config_file, ["--eval-only"] + common + [
-            "OUTPUT_DIR", test_dir, "MODEL.WEIGHTS", checkpoint, "DATASETS.TEST", f'("{args.test_set}",)'],
-            test_dir + ".log")
-        with open(os.path.join(test_dir, "inference", args.test_set, "results.json")) as f:
+        inference = os.path.join(test_dir, "inference", args.test_set)
+        if not (args.reuse and os.path.isfile(os.path.join(inference, "results.json"))):
+            train_net(args.config_file, ["--eval-only"] + common + [
+                "OUTPUT_DIR", test_dir, "MODEL.WEIGHTS", checkpoint, "DATASETS.TEST", f'("{args.test_set}",)'],
+                test_dir + ".log")
+        with open(os.path.join(inference, "results.json")) as f:
             intervals = json.load(f)["confidence_intervals"]
         results[name] = {"checkpoint": os.path.relpath(checkpoint, REPO_ROOT), "after_iterations": done,
                          "validation": history.get(done, ({}, None))[0],
                          "test": {label: intervals[key] for label, key in REPORTED.items()}}
+        records[name] = load_saved_predictions(os.path.join(inference, "instances_predictions.pth"), args.test_set)
+    # what each selection gains over the last checkpoint, on the same test images and resamples
+    for name in VALIDATION_METRICS:
+        differences = paired_differences(records["last"], records[name], **suite_settings(cfg, args.test_set))
+        results[name]["gain_over_last"] = {label: differences[key] for label, key in REPORTED.items()}
 
     write_json(args.output, {
         "machine": machine_facts(), "config": args.config_file, "overrides": common, "iterations": iterations,
@@ -142,7 +156,11 @@ def main():
                 [[name, result["after_iterations"]] +
                  [f"{m['estimate']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" for m in result["test"].values()]
                  for name, result in results.items()])
-    print(f"training with validation: {training_seconds / 60:.1f} min")
+    print_table(["selection - last (paired)"] + [f"{label} [95% CI]" for label in REPORTED],
+                [[name] + [f"{m['estimate']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
+                           for m in results[name]["gain_over_last"].values()] for name in VALIDATION_METRICS])
+    if training_seconds is not None:
+        print(f"training with validation: {training_seconds / 60:.1f} min")
 
 
 if __name__ == "__main__":

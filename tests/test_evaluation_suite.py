@@ -14,7 +14,7 @@ from ustumor.evaluation.bootstrap import bootstrap
 from ustumor.evaluation.froc import froc
 from ustumor.evaluation.records import ImageRecord
 from ustumor.evaluation.roc import roc_auc, roc_curve
-from ustumor.evaluation.suite import evaluate_suite, format_results_table
+from ustumor.evaluation.suite import evaluate_suite, format_results_table, paired_differences
 
 NONE = np.zeros((0, 4))
 
@@ -253,3 +253,59 @@ def test_bootstrap_units_are_patients_else_split_groups_else_images():
     results = evaluate_suite(records, num_bootstrap=20)
     assert results["settings"]["bootstrap"]["num_clusters"] == expected_clusters
     assert evaluate_suite(records, num_bootstrap=20, cluster_by="")["settings"]["bootstrap"]["num_clusters"] == 6
+
+
+def two_models_on_shared_images(num_images=40):
+    """Records of two models on the same images: both find the lesion on the easy two thirds and
+    miss it on the rest, where model b finds half of what model a misses; a few normals."""
+    records_a, records_b = [], []
+    lesion = boxes([20, 20, 60, 60])
+    for k in range(num_images):
+        normal = k % 8 == 7
+        gt = NONE if normal else lesion
+        easy = k < num_images * 2 // 3
+        found_a = not normal and easy
+        found_b = not normal and (easy or k % 2 == 0)
+        for found, records in ((found_a, records_a), (found_b, records_b)):
+            # a found lesion scores high; otherwise a low-scored box away from it
+            pred = lesion if found else boxes([100, 100, 120, 120])
+            score = np.array([0.9 - 0.001 * k if found else 0.2])
+            records.append(ImageRecord(f"img{k}", gt, np.zeros(len(gt), np.int64), pred, score,
+                                       np.zeros(1, np.int64)))
+    return records_a, records_b
+
+
+def test_paired_differences_are_b_minus_a_with_the_comparisons_own_interval():
+    records_a, records_b = two_models_on_shared_images()
+    separate_a = evaluate_suite(records_a, num_bootstrap=300)["confidence_intervals"]
+    separate_b = evaluate_suite(records_b, num_bootstrap=300)["confidence_intervals"]
+    paired = paired_differences(records_a, records_b, num_bootstrap=300)
+    for name in ("bbox_agnostic/AP50", "froc/cpm", "penalized_iou/piou"):
+        expected = separate_b[name]["estimate"] - separate_a[name]["estimate"]
+        assert paired[name]["estimate"] == pytest.approx(expected)
+        assert expected > 0 and paired[name]["low"] > 0  # b finds more, on every resample
+        # both models fail on the same hard images: the comparison is surer than two
+        # independent figures would make it (their widths added in quadrature)
+        width = paired[name]["high"] - paired[name]["low"]
+        independent = np.hypot(separate_a[name]["high"] - separate_a[name]["low"],
+                               separate_b[name]["high"] - separate_b[name]["low"])
+        assert width < 0.8 * independent
+    # a against b is b against a negated, resample by resample
+    reverse = paired_differences(records_b, records_a, num_bootstrap=300)
+    for name, value in paired.items():
+        if np.isfinite(value["estimate"]):
+            assert (reverse[name]["estimate"], reverse[name]["low"], reverse[name]["high"]) == pytest.approx(
+                (-value["estimate"], -value["high"], -value["low"]))
+
+
+def test_paired_differences_of_a_model_with_itself_are_zero():
+    records_a, _ = two_models_on_shared_images()
+    paired = paired_differences(records_a, records_a, num_bootstrap=50)
+    finite = [v for v in paired.values() if np.isfinite(v["estimate"])]
+    assert finite and all(v["estimate"] == 0 and v["low"] == 0 and v["high"] == 0 for v in finite)
+
+
+def test_paired_differences_need_the_same_images():
+    records_a, records_b = two_models_on_shared_images()
+    with pytest.raises(ValueError, match="same images.*img3"):
+        paired_differences(records_a, records_b[:3] + records_b[4:], num_bootstrap=0)
