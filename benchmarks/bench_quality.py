@@ -27,7 +27,10 @@ scaling, one box per image); each later arm switches one more factor to ustumor'
 against ``torchvision`` is what is left: the two libraries' own details (ResNet stride
 placement, initialisation, box-regression loss). Both use BatchNorm in the backbone from
 random weights, so the norm layer is not a factor here. Results are merged into
-``--output`` arm by arm and seed by seed, so a walk can run in several sittings:
+``--output`` arm by arm and seed by seed, so a walk can run in several sittings (or in
+parallel processes), and each step is also given as a paired difference (the later arm
+minus the earlier on the same test images and bootstrap resamples), whose interval is the
+step's own:
 
     .venv/bin/python benchmarks/bench_quality.py --arms walk --seeds 0 --output benchmarks/results/quality_walk.json
 
@@ -303,13 +306,15 @@ def arm_label(arm):
 
 
 def load_report(path, budget):
-    """The results of earlier arms at this budget (a different budget starts afresh)."""
+    """The results of earlier arms at this budget; a file of another budget is never overwritten."""
     report = {"budget": budget, "factors": {name: change for name, change, _ in FACTORS}, "arms": {}}
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
-        if previous.get("budget") == budget and "arms" in previous:
-            report["arms"] = previous["arms"]
+        if previous.get("budget") != budget or "arms" not in previous:
+            raise SystemExit(f"{path} holds results of another budget ({previous.get('budget')}, not {budget}) "
+                             "or of an older version of this benchmark: give another --output")
+        report["arms"] = previous["arms"]
     return report
 
 
@@ -338,7 +343,7 @@ def main():
     parser.add_argument("--force", action="store_true", help="rerun arms already in --output")
     parser.add_argument("--table", action="store_true", help="only print the table of what --output holds")
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "quality.json"))
+    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "quality_walk.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if "busi_train" not in DatasetCatalog.list():
