@@ -118,6 +118,9 @@ def main():
                 "TEST.EVAL_PERIOD", str(args.period), "DATASETS.TEST", f'("{args.validation_set}",)']
     os.makedirs(args.run_dir, exist_ok=True)
     training_seconds = None
+    if args.reuse and os.path.isfile(args.output):  # the training time of the run being re-analysed
+        with open(args.output) as f:
+            training_seconds = json.load(f).get("training_seconds")
     if not (args.reuse and os.path.isfile(os.path.join(args.run_dir, "model_final.pth"))):
         start = time.perf_counter()
         train_net(args.config_file, ["--num-gpus", str(args.num_gpus)] + common + training,
