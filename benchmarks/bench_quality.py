@@ -51,21 +51,19 @@ import numpy as np
 import torch
 import torchvision
 
-from common import REPO_ROOT, budget_size_overrides, machine_facts, print_table, write_json
+from common import REPO_ROOT, REPORTED, budget_size_overrides, fmt_interval, machine_facts, print_table, write_json
 
 import ustumor  # noqa: E402,F401
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from ustumor.data.image_io import read_grey  # noqa: E402
-from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
+from ustumor.engine.inference import predict_records  # noqa: E402
 from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 from ustumor.evaluation.records import ground_truth_of, make_records  # noqa: E402
 from ustumor.evaluation.suite import evaluate_suite, paired_differences  # noqa: E402
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_4500it.yaml")
 MNV2_CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_MNV2_FPN_4500it.yaml")
-REPORTED = {"AP50": "bbox_agnostic/AP50", "FROC CPM": "froc/cpm", "sens@1FP": "froc/sensitivity@1",
-            "penalised IoU": "penalized_iou/piou"}
 
 
 FIRST_BOX_TRAIN = "busi_train_first_box"
@@ -152,22 +150,14 @@ def seconds_per_iteration(args, arm, seed):
 
 
 def train_ustumor(args, output_dir, arm, seed, iterations=None):
-    """busi_test predictions of ``arm`` trained for the budget, and its training seconds."""
+    """busi_test records of ``arm`` trained for the budget, and its training seconds."""
     cfg = ustumor_config(args, output_dir, arm, seed, iterations)
     trainer = UltrasoundTrainer(cfg)
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
-    model = trainer.model.eval()
-    predictions = {}
-    loader = build_detection_test_loader(cfg, "busi_test", mapper=UltrasoundDatasetMapper(cfg, is_train=False))
-    with torch.no_grad():
-        for inputs in loader:
-            instances = model(inputs)[0]["instances"].to("cpu")
-            predictions[inputs[0]["image_id"]] = (instances.pred_boxes.tensor.numpy(), instances.scores.numpy(),
-                                                  instances.pred_classes.numpy())
-    return predictions, train_seconds
+    return predict_records(cfg, trainer.model, "busi_test"), train_seconds
 
 
 class BaselineData:
@@ -223,7 +213,7 @@ def train_baseline(args, seed):
             output = model([data.image_tensor(record["file_name"]).to(device)])[0]
             predictions[record["image_id"]] = (output["boxes"].cpu().numpy(), output["scores"].cpu().numpy(),
                                                (output["labels"] - 1).cpu().numpy())
-    return predictions, train_seconds
+    return make_records(DatasetCatalog.get("busi_test"), predictions), train_seconds
 
 
 def run_dir_of(args, arm, seed):
@@ -234,9 +224,7 @@ def run_dir_of(args, arm, seed):
 def arm_records(args, arm, seed):
     """busi_test records of an arm's saved predictions; None if it has not run."""
     path = os.path.join(run_dir_of(args, arm, seed), "predictions.pth")
-    if not os.path.isfile(path):
-        return None
-    return make_records(DatasetCatalog.get("busi_test"), torch.load(path, weights_only=False))
+    return torch.load(path, weights_only=False) if os.path.isfile(path) else None
 
 
 def step_differences(report, args):
@@ -257,8 +245,7 @@ def step_differences(report, args):
     return steps
 
 
-def evaluate(predictions, args):
-    records = make_records(DatasetCatalog.get("busi_test"), predictions)
+def evaluate(records, args):
     # one bootstrap seed for every arm: the arms are compared on the same resamples
     results = evaluate_suite(records, num_bootstrap=args.bootstrap, bootstrap_seed=0, dataset_name="busi_test")
     return {name: results["confidence_intervals"][key] for name, key in REPORTED.items()}
@@ -280,16 +267,16 @@ def run_arm(arm, seed, args, report):
     start = time.perf_counter()
     extra = {}
     if arm == "torchvision":
-        predictions, train_seconds = train_baseline(args, seed)
+        records, train_seconds = train_baseline(args, seed)
     elif arm == "mnv2":
         extra = equal_time_budget(args, seed, report)
-        predictions, train_seconds = train_ustumor(args, run_dir, arm, seed, extra["iterations"])
+        records, train_seconds = train_ustumor(args, run_dir, arm, seed, extra["iterations"])
     else:
-        predictions, train_seconds = train_ustumor(args, run_dir, arm, seed)
+        records, train_seconds = train_ustumor(args, run_dir, arm, seed)
     seconds = time.perf_counter() - start
     os.makedirs(run_dir, exist_ok=True)
-    torch.save(predictions, os.path.join(run_dir, "predictions.pth"))
-    return {"metrics": evaluate(predictions, args), "seconds": seconds, "train_seconds": train_seconds,
+    torch.save(records, os.path.join(run_dir, "predictions.pth"))  # ImageRecords, for re-scoring
+    return {"metrics": evaluate(records, args), "seconds": seconds, "train_seconds": train_seconds,
             "machine": machine_facts(), **extra}
 
 
@@ -380,13 +367,13 @@ def main():
 
     rows = [[arm_label(arm), seed, f"{result.get('train_seconds', float('nan')) / 60:.1f}",
              f"{result['seconds'] / 60:.1f}"] +
-            [f"{m['estimate']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" for m in result["metrics"].values()]
+            [fmt_interval(m) for m in result["metrics"].values()]
             for arm in sorted(report["arms"], key=ORDER.index) for seed, result in sorted(report["arms"][arm].items())]
     print_table(["arm", "seed", "train min", "all min"] + [f"{name} [95% CI]" for name in REPORTED], rows)
     report["steps"] = step_differences(report, args)
     print()
     print_table(["step (after - before, paired)", "seed"] + [f"{name} [95% CI]" for name in REPORTED],
-                [[step, seed] + [f"{m['estimate']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]" for m in metrics.values()]
+                [[step, seed] + [fmt_interval(m, signed=True) for m in metrics.values()]
                  for step, by_seed in report["steps"].items() for seed, metrics in by_seed.items()])
     update_report(args.output, budget, lambda saved: saved.update(steps=report["steps"]))
 

@@ -27,15 +27,13 @@ import subprocess
 import sys
 import time
 
-from common import REPO_ROOT, budget_size_overrides, machine_facts, print_table, write_json
+from common import REPO_ROOT, REPORTED, budget_size_overrides, fmt_interval, machine_facts, print_table, write_json
 
 from ustumor.engine.defaults import build_config  # noqa: E402
 from ustumor.evaluation.records import load_saved_predictions  # noqa: E402
 from ustumor.evaluation.suite import paired_differences, suite_settings  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join("configs", "busi", "faster_rcnn_R_50_FPN_scratch_4500it.yaml")
-REPORTED = {"AP50": "bbox_agnostic/AP50", "FROC CPM": "froc/cpm", "sens@1FP": "froc/sensitivity@1",
-            "penalised IoU": "penalized_iou/piou"}
 VALIDATION_METRICS = {"best penalised IoU": "penalized_iou/piou", "best AP50": "bbox/AP50"}
 
 
@@ -157,11 +155,11 @@ def main():
                   f"{v.get('best AP50', float('nan')):.1f}"] for i, (v, _) in sorted(history.items())])
     print_table(["selection", "after iterations"] + [f"{label} [95% CI]" for label in REPORTED],
                 [[name, result["after_iterations"]] +
-                 [f"{m['estimate']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" for m in result["test"].values()]
+                 [fmt_interval(m) for m in result["test"].values()]
                  for name, result in results.items()])
     print_table(["selection - last (paired)"] + [f"{label} [95% CI]" for label in REPORTED],
-                [[name] + [f"{m['estimate']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
-                           for m in results[name]["gain_over_last"].values()] for name in VALIDATION_METRICS])
+                [[name] + [fmt_interval(m, signed=True) for m in results[name]["gain_over_last"].values()]
+                 for name in VALIDATION_METRICS])
     if training_seconds is not None:
         print(f"training with validation: {training_seconds / 60:.1f} min")
 

@@ -43,6 +43,17 @@ def machine_facts():
     return {"date": datetime.date.today().isoformat(), **cpu.machine_facts()}
 
 
+# The quality benchmarks' headline metrics: table label -> key of the suite's confidence_intervals
+REPORTED = {"AP50": "bbox_agnostic/AP50", "FROC CPM": "froc/cpm", "sens@1FP": "froc/sensitivity@1",
+            "penalised IoU": "penalized_iou/piou"}
+
+
+def fmt_interval(interval, signed=False):
+    """``estimate [low, high]`` of a suite interval; ``signed`` for differences."""
+    spec = "+.3f" if signed else ".3f"
+    return f"{interval['estimate']:{spec}} [{interval['low']:{spec}}, {interval['high']:{spec}}]"
+
+
 def budget_size_overrides(size):
     """ustumor's input sizes at a CPU budget's short side: training jitter 0.85-1.15x, 5:3 at most."""
     return ["INPUT.MIN_SIZE_TRAIN", f"({int(size * 0.85)}, {size}, {int(size * 1.15)})",
