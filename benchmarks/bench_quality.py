@@ -24,14 +24,15 @@ The default budget (800 iterations at 256 px) took 74 minutes on this 2-core VM
 (constant Adam, no augmentation, torchvision's anchors, RoI and proposal counts, min-max
 scaling, one box per image); each later arm switches one more factor to ustumor's choice
 (``FACTORS``, in order), and the last, ``all_boxes``, is ustumor's config. ``seed_style``
-against ``torchvision`` is what is left: the two libraries' own details (ResNet stride
-placement, initialisation, box-regression loss); arm ``torchvision_details`` is
-``seed_style`` with three of them as torchvision has them (``TORCHVISION_DETAILS``). Both use BatchNorm in the backbone from
-random weights, so the norm layer is not a factor here. Results are merged into
-``--output`` arm by arm and seed by seed, so a walk can run in several sittings (or in
-parallel processes), and each step is also given as a paired difference (the later arm
-minus the earlier on the same test images and bootstrap resamples), whose interval is the
-step's own:
+against ``torchvision`` is what is left: the two libraries' own details. Three of them
+(box-regression loss, ResNet stride placement, RoIAlign alignment) ustumor's from-scratch
+config sets as torchvision has them; arm ``detectron2_details`` is ``seed_style`` with
+Detectron2's defaults for those three (``DETECTRON2_DETAILS``), to show what they are worth.
+Both use BatchNorm in the backbone from random weights, so the norm layer is not a factor
+here. Results are merged into ``--output`` arm by arm and seed by seed, so a walk can run in
+several sittings (or in parallel processes), and each step is also given as a paired
+difference (the later arm minus the earlier on the same test images and bootstrap
+resamples), whose interval is the step's own:
 
     .venv/bin/python benchmarks/bench_quality.py --arms walk --seeds 0 --output benchmarks/results/quality_walk.json
 
@@ -92,14 +93,13 @@ FACTORS = [
      lambda size: ["DATASETS.TRAIN", f'("{FIRST_BOX_TRAIN}",)']),
 ]
 WALK = ["seed_style"] + [name for name, _, _ in FACTORS]
-ORDER = ["torchvision", "torchvision_details"] + WALK + ["mnv2"]  # arms in tables
-# Where torchvision's Faster R-CNN differs from Detectron2's under the same settings; arm
-# torchvision_details is seed_style with these, to split the gap between seed_style and the
-# torchvision baseline: box regression by smooth L1 with beta 1/9 (Detectron2: L1), the
-# ResNet stride in the 3x3 convolution (Detectron2: in the 1x1), RoIAlign without the half-pixel
-# alignment. Left as Detectron2 has them: initialisation of the FPN and box head.
-TORCHVISION_DETAILS = ["MODEL.RPN.SMOOTH_L1_BETA", str(1 / 9), "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", str(1 / 9),
-                       "MODEL.RESNETS.STRIDE_IN_1X1", "False", "MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlign"]
+ORDER = ["torchvision", "detectron2_details"] + WALK + ["mnv2"]  # arms in tables
+# Where Detectron2's Faster R-CNN differs from torchvision's under the same settings, and
+# ustumor's from-scratch config follows torchvision: box regression by L1 (torchvision: smooth
+# L1 with beta 1/9), the ResNet stride in the 1x1 convolution (torchvision: in the 3x3),
+# RoIAlign with half-pixel alignment. Arm detectron2_details is seed_style with these.
+DETECTRON2_DETAILS = ["MODEL.RPN.SMOOTH_L1_BETA", "0.0", "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", "0.0",
+                      "MODEL.RESNETS.STRIDE_IN_1X1", "True", "MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlignV2"]
 
 
 def seed_style_overrides(arm, size):
@@ -121,8 +121,8 @@ def register_first_box_train():
 def ustumor_config(args, output_dir, arm="all_boxes", seed=0, iterations=None):
     size, iterations = args.size, iterations or args.iterations
     config, extra = CONFIG, seed_style_overrides(arm, size) if arm in WALK else []
-    if arm == "torchvision_details":
-        extra = seed_style_overrides("seed_style", size) + TORCHVISION_DETAILS
+    if arm == "detectron2_details":
+        extra = seed_style_overrides("seed_style", size) + DETECTRON2_DETAILS
     if arm == "mnv2":
         config = MNV2_CONFIG
         # the linear scaling rule: its SGD rate is for its own batch, the budget's batch is 2
@@ -229,10 +229,11 @@ def arm_records(args, arm, seed):
 
 def step_differences(report, args):
     """Each step of the walk (an arm against the one before it, same seed), the libraries'
-    own details (seed_style against torchvision) and MobileNetV2 against R50, as paired
+    own details (seed_style against torchvision and against Detectron2's details), the whole
+    walk at once, MobileNetV2 against R50 and ustumor against the baseline, as paired
     differences with CIs; steps whose arms have not both run are left out."""
-    pairs = [("torchvision", "seed_style"), ("torchvision", "torchvision_details"),
-             ("torchvision_details", "seed_style")] + list(zip(WALK, WALK[1:])) + [(WALK[-1], "mnv2")]
+    pairs = [("torchvision", "seed_style"), ("detectron2_details", "seed_style")] + list(zip(WALK, WALK[1:])) + [
+        (WALK[0], WALK[-1]), (WALK[-1], "mnv2"), ("torchvision", WALK[-1])]
     steps = {}
     for before, after in pairs:
         for seed in sorted(set(report["arms"].get(before, {})) & set(report["arms"].get(after, {}))):
@@ -299,8 +300,8 @@ def arm_label(arm):
         return "torchvision baseline"
     if arm == "seed_style":
         return "seed_style (ustumor, the notebooks' choices)"
-    if arm == "torchvision_details":
-        return "seed_style with torchvision's details"
+    if arm == "detectron2_details":
+        return "seed_style with Detectron2's details"
     if arm == "mnv2":
         return "MobileNetV2-FPN, ImageNet start, R50's time"
     return f"+ {arm}" + (" (= ustumor)" if arm == WALK[-1] else "")
@@ -337,7 +338,7 @@ def main():
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arms", default="ustumor,torchvision",
-                        help="comma-separated: torchvision, torchvision_details, ustumor, mnv2, "
+                        help="comma-separated: torchvision, detectron2_details, ustumor, mnv2, "
                              "walk (every walk arm) or walk arm names")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--mnv2-minutes", type=float, default=None,

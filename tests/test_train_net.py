@@ -89,3 +89,22 @@ def test_unreachable_model_zoo_weights_give_a_clear_error(phantom_env, tmp_path)
                           "MODEL.WEIGHTS", url, *SMALL)
     assert code != 0
     assert "MODEL.WEIGHTS" in log and "offline" in log and url in log
+
+
+@pytest.mark.slow
+def test_weights_of_another_architecture_give_a_clear_error(phantom_env, tmp_path):
+    stage_one = str(tmp_path / "stage_one")
+    code, log = train_net(phantom_env, "OUTPUT_DIR", stage_one, "SOLVER.MAX_ITER", "1", *SMALL)
+    assert code == 0, log[-3000:]
+    weights = os.path.join(stage_one, "model_final.pth")
+    # the same tensors, the stride moved from the 1x1 to the 3x3 convolution: loads, computes something else
+    code, log = train_net(phantom_env, "--eval-only", "OUTPUT_DIR", str(tmp_path / "other"), *SMALL,
+                          "MODEL.WEIGHTS", weights, "MODEL.RESNETS.STRIDE_IN_1X1", "False")
+    assert code != 0
+    assert "ArchitectureMismatchError" in log and weights in log
+    assert "MODEL.RESNETS.STRIDE_IN_1X1 was True, this config has False" in log
+    assert os.path.join(stage_one, "config.yaml") in log
+    # a training setting is not architecture: fine-tuning at another LR starts
+    code, log = train_net(phantom_env, "OUTPUT_DIR", str(tmp_path / "stage_two"), *SMALL, "SOLVER.MAX_ITER", "1",
+                          "MODEL.WEIGHTS", weights, "SOLVER.BASE_LR", "0.001")
+    assert code == 0, log[-3000:]

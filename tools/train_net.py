@@ -18,7 +18,7 @@ from ustumor.engine import UltrasoundTrainer, setup_config
 from ustumor.engine.defaults import merged_config
 from ustumor.engine.launch import DEFAULT_TIMEOUT, launch
 from ustumor.engine.trainer import check_expected_results
-from ustumor.engine.weights import check_weights_reachable
+from ustumor.engine.weights import check_initial_weights
 
 
 def main(args):
@@ -27,7 +27,7 @@ def main(args):
     if args.eval_only:
         model = UltrasoundTrainer.build_model(cfg)
         checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-        check_weights_reachable(checkpointer, cfg.MODEL.WEIGHTS, args.resume)
+        check_initial_weights(checkpointer, cfg, args.resume)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = UltrasoundTrainer.test(cfg, model)
         if comm.is_main_process():

@@ -226,6 +226,17 @@ def upgrade_renamed_keys(cfg, source="config", flat=False):
     return cfg
 
 
+def config_value(cfg, dotted):
+    """The value at a dotted key (``MODEL.RESNETS.DEPTH``) of a config or a loaded YAML dict;
+    None where the key is missing."""
+    value = cfg
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def _pop(cfg, key, flat):
     if flat:
         return (True, cfg.pop(key)) if key in cfg else (False, None)

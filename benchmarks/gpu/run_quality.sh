@@ -2,7 +2,7 @@
 # The quality benchmark's arms on one offline GPU, several processes at once:
 #   bash benchmarks/gpu/run_quality.sh [SEEDS] [PROCESSES_PER_SEED]
 # Runs benchmarks/bench_quality.py --device cuda at its CPU budget (800 iterations, batch 2,
-# 256 px, random weights) for the torchvision baseline, seed_style with torchvision's details,
+# 256 px, random weights) for the torchvision baseline, seed_style with Detectron2's details,
 # every arm of the factor walk and the MobileNetV2 arm, for each seed (default "0,1"),
 # PROCESSES_PER_SEED processes per seed
 # (default 3) sharing the GPU; results merge into output/gpu_quality/quality_walk.json. The mnv2
@@ -16,7 +16,7 @@ OUT=output/gpu_quality
 source benchmarks/gpu/setup_env.sh
 mkdir -p "$OUT"
 # arms dealt round-robin to the processes of a seed; all_boxes and mnv2 stay together, in order
-ARMS=(all_boxes,mnv2 torchvision torchvision_details seed_style flip_intensity scale_jitter optimizer anchors rois proposals normalisation)
+ARMS=(all_boxes,mnv2 torchvision detectron2_details seed_style flip_intensity scale_jitter optimizer anchors rois proposals normalisation)
 start=$(date +%s)
 pids=()
 for seed in ${SEEDS//,/ }; do

@@ -26,7 +26,7 @@ from .hooks import (BestCheckpointer, BroadcastBuffers, ExactResumeState, Interr
                     ValidationLoss)
 from .launch import create_ddp_model
 from .optimizer import build_optimizer
-from .weights import check_weights_reachable
+from .weights import check_initial_weights
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class UltrasoundTrainer(DefaultTrainer):
             save_splits_of(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), os.path.join(cfg.OUTPUT_DIR, "splits"))
 
     def resume_or_load(self, resume=True):
-        check_weights_reachable(self.checkpointer, self.cfg.MODEL.WEIGHTS, resume)
+        check_initial_weights(self.checkpointer, self.cfg, resume)
         super().resume_or_load(resume=resume)
 
     # Detectron2 v0.6's DefaultTrainer leaves the optimizer (SGD momentum) out of its

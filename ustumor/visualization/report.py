@@ -28,6 +28,7 @@ import random
 
 import yaml
 
+from ..config import config_value
 from ..evaluation.suite import COUNT_DEFINITIONS, count_legend, count_rows
 from ..utils.numbers import format_number
 from . import eval_plots, metric_plots
@@ -87,22 +88,13 @@ def _load_json(path):
         return json.load(f)
 
 
-def _get(cfg, dotted):
-    value = cfg
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def config_summary(config_path):
     """``[(key, value)]`` of :data:`CONFIG_KEYS` found in a run's ``config.yaml``."""
     with open(config_path) as f:
         cfg = yaml.safe_load(f) or {}
     rows = []
     for key in CONFIG_KEYS:
-        value = _get(cfg, key)
+        value = config_value(cfg, key)
         if value is not None:
             rows.append((key, value if not isinstance(value, list) else json.dumps(value)))
     return rows
