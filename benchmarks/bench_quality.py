@@ -61,7 +61,7 @@ from ustumor.engine.defaults import build_config  # noqa: E402
 from ustumor.engine.inference import predict_records  # noqa: E402
 from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 from ustumor.evaluation.records import ground_truth_of, make_records  # noqa: E402
-from ustumor.evaluation.suite import evaluate_suite, paired_differences  # noqa: E402
+from ustumor.evaluation.suite import evaluate_suite, paired_differences, suite_settings  # noqa: E402
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_4500it.yaml")
 MNV2_CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_MNV2_FPN_4500it.yaml")
@@ -234,21 +234,28 @@ def step_differences(report, args):
     differences with CIs; steps whose arms have not both run are left out."""
     pairs = [("torchvision", "seed_style"), ("detectron2_details", "seed_style")] + list(zip(WALK, WALK[1:])) + [
         (WALK[0], WALK[-1]), (WALK[-1], "mnv2"), ("torchvision", WALK[-1])]
-    steps = {}
+    steps, settings = {}, evaluation_settings(args)
     for before, after in pairs:
         for seed in sorted(set(report["arms"].get(before, {})) & set(report["arms"].get(after, {}))):
             records_before, records_after = arm_records(args, before, seed), arm_records(args, after, seed)
             if records_before is None or records_after is None:
                 continue
-            differences = paired_differences(records_before, records_after, num_bootstrap=args.bootstrap)
+            differences = paired_differences(records_before, records_after, **settings)
             steps.setdefault(f"{before} -> {after}", {})[seed] = {name: differences[key]
                                                                  for name, key in REPORTED.items()}
     return steps
 
 
+def evaluation_settings(args):
+    """busi_test's evaluation as ustumor's config sets it (every arm is scored alike, the
+    baseline too), with ``--bootstrap`` resamples and one bootstrap seed for every arm: the
+    arms are compared on the same resamples."""
+    settings = suite_settings(build_config(CONFIG), "busi_test")
+    return dict(settings, num_bootstrap=args.bootstrap, bootstrap_seed=0)
+
+
 def evaluate(records, args):
-    # one bootstrap seed for every arm: the arms are compared on the same resamples
-    results = evaluate_suite(records, num_bootstrap=args.bootstrap, bootstrap_seed=0, dataset_name="busi_test")
+    results = evaluate_suite(records, dataset_name="busi_test", **evaluation_settings(args))
     return {name: results["confidence_intervals"][key] for name, key in REPORTED.items()}
 
 

@@ -20,13 +20,10 @@ def built(path):
 
 def stage_pairs():
     """(stage-2 config, the config whose OUTPUT_DIR its MODEL.WEIGHTS lies in)."""
-    by_output = {os.path.normpath(built(path).OUTPUT_DIR): path for path in CONFIGS}
-    pairs = []
-    for path in CONFIGS:
-        weights = built(path).MODEL.WEIGHTS
-        if weights.startswith("output/"):
-            pairs.append((path, by_output[os.path.normpath(os.path.dirname(weights))]))
-    return pairs
+    configs = {path: built(path) for path in CONFIGS}
+    by_output = {os.path.normpath(cfg.OUTPUT_DIR): path for path, cfg in configs.items()}
+    return [(path, by_output[os.path.normpath(os.path.dirname(cfg.MODEL.WEIGHTS))])
+            for path, cfg in configs.items() if cfg.MODEL.WEIGHTS.startswith("output/")]
 
 
 def test_every_stage_two_config_names_a_shipped_stage_one():
