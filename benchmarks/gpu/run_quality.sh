@@ -5,9 +5,11 @@
 # 256 px, random weights) for the torchvision baseline, seed_style with Detectron2's details,
 # every arm of the factor walk and the MobileNetV2 arm, for each seed (default "0,1"),
 # PROCESSES_PER_SEED processes per seed
-# (default 3) sharing the GPU; results merge into output/gpu_quality/quality_walk.json. The mnv2
-# arm follows the ustumor arm (all_boxes) in the same process: it takes that arm's training
-# time on this GPU. Needs .whl/ and .gpu_data/ from benchmarks/gpu/prepare_carry.sh.
+# (default 3) sharing the GPU; results merge into output/gpu_quality/quality_walk.json, each
+# arm's busi_test detections into output/gpu_quality/quality_predictions/. The mnv2 arm times
+# its own step and R50's (ustumor's config) at its start and trains for R50's budget at that
+# rate; it follows all_boxes in the same process, so that both see the same sharing of the GPU.
+# Needs .whl/ and .gpu_data/ from benchmarks/gpu/prepare_carry.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEEDS=${1:-0,1}
