@@ -392,7 +392,7 @@ def load_report(path, budget):
         if previous.get("budget") != budget or "arms" not in previous:
             raise SystemExit(f"{path} holds results of another budget ({previous.get('budget')}, not {budget}) "
                              "or of an older version of this benchmark: give another --output")
-        report["arms"] = previous["arms"]
+        report["arms"], report["steps"] = previous["arms"], previous.get("steps", {})
     return report
 
 
@@ -452,7 +452,9 @@ def main():
             [fmt_interval(m) for m in result["metrics"].values()]
             for arm in sorted(report["arms"], key=ORDER.index) for seed, result in sorted(report["arms"][arm].items())]
     print_table(["arm", "seed", "train min", "all min"] + [f"{name} [95% CI]" for name in REPORTED], rows)
-    report["steps"] = step_differences(report, args)
+    # steps scored in earlier sittings whose detections are gone stay as they were scored
+    for step, by_seed in step_differences(report, args).items():
+        report.setdefault("steps", {}).setdefault(step, {}).update(by_seed)
     print()
     print_table(["step (after - before, paired)", "seed"] + [f"{name} [95% CI]" for name in REPORTED],
                 [[step, seed] + [fmt_interval(m, signed=True) for m in metrics.values()]
