@@ -22,10 +22,7 @@ from torchvision.ops import batched_nms
 import bench_quality
 from common import REPORTED, fmt_interval, machine_facts, print_table, write_json
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
-from ustumor.engine.inference import predict_records  # noqa: E402
-from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 from ustumor.evaluation.suite import evaluate_suite, paired_differences  # noqa: E402
 
 DETECTRON2_DEFAULT = 0.5
@@ -72,17 +69,13 @@ def main():
         iterations = json.load(f)["arms"].get(args.arm, {}).get(str(args.seed), {}).get("iterations")
     cfg = bench_quality.ustumor_config(quality, os.path.dirname(weights), args.arm, args.seed, iterations)
     score_threshold, keep_at_most = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
-    cfg.defrost()
-    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 1.0  # off: applied below, once per threshold
-    cfg.TEST.DETECTIONS_PER_IMAGE = 1000  # boxes below the top 100 may survive a stricter NMS
-    cfg.freeze()
-    model = UltrasoundTrainer.build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
+    # NMS off, applied below once per threshold; boxes below the top 100 may survive a stricter NMS
+    without_nms = ["MODEL.ROI_HEADS.NMS_THRESH_TEST", "1.0", "TEST.DETECTIONS_PER_IMAGE", "1000"]
     settings = bench_quality.evaluation_settings(quality)
     thresholds = [float(value) for value in args.thresholds.split(",")]
     results, rows = {}, []
     for split in args.splits.split(","):
-        raw = predict_records(cfg, model, split)
+        raw = bench_quality.score_checkpoint(quality, args.arm, args.seed, weights, iterations, split, without_nms)
         default = suppressed(raw, DETECTRON2_DEFAULT, score_threshold, keep_at_most)
         for threshold in thresholds:
             records = suppressed(raw, threshold, score_threshold, keep_at_most)

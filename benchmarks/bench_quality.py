@@ -156,12 +156,16 @@ def seconds_per_iteration(args, arm, seed):
     return float(np.median([value for value, _ in trainer.storage.history("time").values()[-20:]]))
 
 
-def score_checkpoint(args, arm, seed, weights, iterations=None):
-    """busi_test records of the model in ``weights``, built and run as ``arm`` configures it."""
+def score_checkpoint(args, arm, seed, weights, iterations=None, dataset_name="busi_test", overrides=()):
+    """``dataset_name`` records of the model in ``weights``, built and run as ``arm`` configures
+    it (then ``overrides``, KEY VALUE pairs)."""
     cfg = ustumor_config(args, run_dir_of(args, arm, seed), arm, seed, iterations)
+    cfg.defrost()
+    cfg.merge_from_list(list(overrides))
+    cfg.freeze()
     model = UltrasoundTrainer.build_model(cfg)
     DetectionCheckpointer(model).load(weights)
-    return predict_records(cfg, model, "busi_test")
+    return predict_records(cfg, model, dataset_name)
 
 
 def train_ustumor(args, output_dir, arm, seed, iterations=None):
@@ -385,7 +389,7 @@ def arm_label(arm):
 
 def load_report(path, budget):
     """The results of earlier arms at this budget; a file of another budget is never overwritten."""
-    report = {"budget": budget, "factors": {name: change for name, change, _ in FACTORS}, "arms": {}}
+    report = {"budget": budget, "factors": {name: change for name, change, _ in FACTORS}, "arms": {}, "steps": {}}
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
@@ -454,7 +458,7 @@ def main():
     print_table(["arm", "seed", "train min", "all min"] + [f"{name} [95% CI]" for name in REPORTED], rows)
     # steps scored in earlier sittings whose detections are gone stay as they were scored
     for step, by_seed in step_differences(report, args).items():
-        report.setdefault("steps", {}).setdefault(step, {}).update(by_seed)
+        report["steps"].setdefault(step, {}).update(by_seed)
     print()
     print_table(["step (after - before, paired)", "seed"] + [f"{name} [95% CI]" for name in REPORTED],
                 [[step, seed] + [fmt_interval(m, signed=True) for m in metrics.values()]
