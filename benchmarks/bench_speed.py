@@ -209,7 +209,7 @@ def benchmark(setting, size, records, repeats, warmup, same_work, layouts=False)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (about 3 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="2 timed repeats after 1 warm-up (6 after 2 without it); 15-17 minutes on a 2-core EPYC VM with --layouts and the memory measurement")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--same-work", action="store_true",

@@ -16,8 +16,10 @@ _machine_printed = []
 
 
 def summarize(seconds):
-    """Median and range of a list of timings."""
-    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds), "n": len(seconds)}
+    """Median and range of a list of timings, and the timings in the order they ran (an outlier
+    step is then visible in the JSON)."""
+    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds), "n": len(seconds),
+            "samples": list(seconds)}
 
 
 def time_interleaved(candidates, repeats, warmup):

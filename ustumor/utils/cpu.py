@@ -12,16 +12,26 @@ import tempfile
 import torch
 
 
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+def cpu_model(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name from /proc/cpuinfo with its family and model numbers (a VM often
+    shows only "AMD EPYC", and the numbers tell its generation), else what ``platform`` knows."""
+    fields = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break  # the first processor's block is enough
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        return f"{fields['model name']} (family {fields['cpu family']}, model {fields['model']})"
+    return fields["model name"]
 
 
 def aten_isa():
