@@ -1,5 +1,4 @@
 """Grad-CAM for Detectron2's Faster R-CNN: mechanics, guards, the tool, and sanity checks on a trained model."""
-import dataclasses
 import os
 
 import numpy as np
@@ -264,13 +263,15 @@ def test_localisation_heat_concentrates_in_the_detection(correct_detections):
 
 
 def test_localisation_comes_from_training_not_from_the_architecture(correct_detections, randomised_model):
-    """ROI pooling alone pulls gradient-based maps towards the box (randomised weights reach a
-    median ratio of up to 1.7): the trained model's median must be clearly above that."""
+    """ROI pooling alone pulls a gradient-based map towards the box it explains: the randomised
+    model's map of its detection nearest each trained one, scored in its own box, is that pull
+    (median ratio 1.6 measured). The trained model's median must be clearly above it. Scoring
+    the randomised map in the trained box instead measures a box it does not explain (the
+    nearest randomised detection overlapped it by IoU 0.11-0.60)."""
     trained, randomised = [], []
     for _, inputs, cam in correct_detections:
         trained.append(heat_ratio(cam))
-        reference = randomised_cam(randomised_model, inputs, cam.box, DEFAULT_METHOD)
-        randomised.append(heat_ratio(dataclasses.replace(reference, box=cam.box)))
+        randomised.append(heat_ratio(randomised_cam(randomised_model, inputs, cam.box, DEFAULT_METHOD)))
     assert np.median(trained) >= 1.5 * np.median(randomised), (np.round(trained, 2), np.round(randomised, 2))
 
 
