@@ -19,14 +19,12 @@ import tempfile
 
 import torch
 
-from bench_speed import sample_records
+from bench_speed import mapped_inputs, sample_records, ustumor_steps
 from common import REPO_ROOT, fmt, machine_facts, print_table, time_interleaved, write_json
 
 import ustumor  # noqa: E402,F401
 from detectron2.utils.events import EventStorage  # noqa: E402
-from ustumor.data.mapper import UltrasoundDatasetMapper  # noqa: E402
 from ustumor.engine.defaults import build_config  # noqa: E402
-from ustumor.engine.trainer import UltrasoundTrainer  # noqa: E402
 
 CONFIGS = {
     "r50_scratch": os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_R_50_FPN_scratch_4500it.yaml"),
@@ -46,25 +44,9 @@ def config_at(name, size):
 def timed_steps(name, size, records):
     """A training step and an inference call of config ``name`` at short side ``size``."""
     cfg = config_at(name, size)
+    train_inputs, test_inputs = mapped_inputs(cfg, records)
     torch.manual_seed(0)
-    model = UltrasoundTrainer.build_model(cfg)
-    optimizer = UltrasoundTrainer.build_optimizer(cfg, model)
-    train_inputs = [UltrasoundDatasetMapper(cfg, is_train=True)(r) for r in records[:2]]
-    test_inputs = [UltrasoundDatasetMapper(cfg, is_train=False)(r) for r in records[2:3]]
-
-    def train():
-        model.train()
-        loss = sum(model(train_inputs).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    def infer():
-        model.eval()
-        with torch.no_grad():
-            model(test_inputs)
-
-    return {"train": train, "infer": infer}, tuple(test_inputs[0]["image"].shape[1:])
+    return ustumor_steps(cfg, train_inputs, test_inputs), tuple(test_inputs[0]["image"].shape[1:])
 
 
 def main():

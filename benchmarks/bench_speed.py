@@ -116,29 +116,47 @@ def to_torchvision(mapped, cfg):
     return image, target
 
 
+def mapped_inputs(cfg, records):
+    """The mapper's training batch (``records[:2]``) and inference input (``records[2]``) under ``cfg``."""
+    return ([UltrasoundDatasetMapper(cfg, is_train=True)(r) for r in records[:2]],
+            [UltrasoundDatasetMapper(cfg, is_train=False)(r) for r in records[2:3]])
+
+
+def ustumor_steps(cfg, train_inputs, test_inputs):
+    """A training step and an inference call (``{"train": ..., "infer": ...}``) of the model and
+    optimizer our trainer builds from ``cfg``."""
+    model = UltrasoundTrainer.build_model(cfg)
+    optimizer = UltrasoundTrainer.build_optimizer(cfg, model)
+
+    def train():
+        model.train()
+        loss = sum(model(train_inputs).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def infer():
+        model.eval()
+        with torch.no_grad():
+            model(test_inputs)
+
+    return {"train": train, "infer": infer}
+
+
 def build_candidates(setting, size, records, same_work=False, only=None, memory_format="auto"):
     """The four timed steps ({train, infer} x {ustumor, torchvision}) on shared inputs;
     ``only`` "ustumor" or "torchvision" builds that model alone."""
     cfg = ustumor_config(setting, size, same_work, memory_format)
+    train_inputs, test_inputs = mapped_inputs(cfg, records)
     torch.manual_seed(0)
     if only != "torchvision":
-        ours = UltrasoundTrainer.build_model(cfg)
-        ours_optimizer = UltrasoundTrainer.build_optimizer(cfg, ours)
+        ours = ustumor_steps(cfg, train_inputs, test_inputs)
     if only != "ustumor":
         theirs = torchvision_model(setting, cfg.MODEL.ROI_HEADS.NUM_CLASSES, size)
         theirs_optimizer = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad],
                                            lr=cfg.SOLVER.BASE_LR, momentum=0.9, weight_decay=1e-4)
-    train_inputs = [UltrasoundDatasetMapper(cfg, is_train=True)(r) for r in records[:2]]
-    test_inputs = [UltrasoundDatasetMapper(cfg, is_train=False)(r) for r in records[2:3]]
     tv_train = [to_torchvision(m, cfg) for m in train_inputs]
     tv_test = [to_torchvision(m, cfg)[0] for m in test_inputs]
-
-    def ours_train():
-        ours.train()
-        loss = sum(ours(train_inputs).values())
-        ours_optimizer.zero_grad()
-        loss.backward()
-        ours_optimizer.step()
 
     def theirs_train():
         theirs.train()
@@ -147,19 +165,14 @@ def build_candidates(setting, size, records, same_work=False, only=None, memory_
         loss.backward()
         theirs_optimizer.step()
 
-    def ours_infer():
-        ours.eval()
-        with torch.no_grad():
-            ours(test_inputs)
-
     def theirs_infer():
         theirs.eval()
         with torch.no_grad():
             theirs(tv_test)
 
     shape = tuple(train_inputs[0]["image"].shape[1:])
-    steps = {"train": {"ustumor": ours_train, "torchvision": theirs_train},
-             "infer": {"ustumor": ours_infer, "torchvision": theirs_infer}}
+    steps = {phase: {"ustumor": ours[phase] if only != "torchvision" else None, "torchvision": theirs_step}
+             for phase, theirs_step in (("train", theirs_train), ("infer", theirs_infer))}
     if only:
         steps = {phase: {only: by_model[only]} for phase, by_model in steps.items()}
     return steps, shape

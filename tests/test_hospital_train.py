@@ -16,8 +16,6 @@ test computed.
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -25,7 +23,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, get_detection_dataset_dicts
 from detectron2.structures import Boxes, pairwise_iou
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_train_net
 from phantom_model import CONFIG as PHANTOM_CONFIG
 from phantom_model import SMALL_MODEL, train_briefly, write_split_phantom
 from ustumor.synthetic.hospital import write_synthetic_hospital
@@ -75,27 +73,18 @@ def stage1(tmp_path_factory):
     return str(folder / "model_phantom.pth")
 
 
-def train_net(datasets_root, config, *args):
-    env = dict(os.environ, USTUMOR_DATASETS=str(datasets_root), PYTHONPATH=REPO_ROOT,
-               OMP_NUM_THREADS="1")  # 2 threads on shared cores: several times slower
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", config, *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    return result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def runs(hospital, stage1, tmp_path_factory):
     """Stage 1 evaluated on ucla_val; stage 2 trained from it, its model_best evaluated the same way."""
     datasets_root, _ = hospital
     folder = tmp_path_factory.mktemp("runs")
     stage1_out, stage2_out = str(folder / "stage1"), str(folder / "stage2")
-    train_net(datasets_root, STAGE2, "--eval-only", "MODEL.WEIGHTS", stage1, "OUTPUT_DIR", stage1_out, *STAGE1_MODEL,
-              *FINE_TUNING)
-    log = train_net(datasets_root, STAGE2, "MODEL.WEIGHTS", stage1, "OUTPUT_DIR", stage2_out, *STAGE1_MODEL,
-                    *FINE_TUNING)
-    train_net(datasets_root, STAGE2, "--eval-only", "MODEL.WEIGHTS", os.path.join(stage2_out, "model_best.pth"),
-              "OUTPUT_DIR", stage2_out, *STAGE1_MODEL, *FINE_TUNING)
+    run_train_net(datasets_root, STAGE2, "--eval-only", "MODEL.WEIGHTS", stage1, "OUTPUT_DIR", stage1_out, *STAGE1_MODEL,
+                  *FINE_TUNING)
+    log = run_train_net(datasets_root, STAGE2, "MODEL.WEIGHTS", stage1, "OUTPUT_DIR", stage2_out, *STAGE1_MODEL,
+                        *FINE_TUNING)
+    run_train_net(datasets_root, STAGE2, "--eval-only", "MODEL.WEIGHTS", os.path.join(stage2_out, "model_best.pth"),
+                  "OUTPUT_DIR", stage2_out, *STAGE1_MODEL, *FINE_TUNING)
     return {"stage1": stage1_out, "stage2": stage2_out, "stage1_weights": stage1, "log": log}
 
 
@@ -238,10 +227,10 @@ def test_joint_config_trains_on_busi_and_hospital_together(hospital, stage1, tin
         [["benign", "malignant"]] * 2  # one key sets both datasets' classes
 
     out = str(tmp_path / "joint")
-    train_net(datasets_root, JOINT, "MODEL.WEIGHTS", stage1, "OUTPUT_DIR", out, *STAGE1_MODEL, *data,
-              "SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", "1e-3", "SOLVER.WARMUP_ITERS", "1",
-              "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "1000",
-              "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()")
+    run_train_net(datasets_root, JOINT, "MODEL.WEIGHTS", stage1, "OUTPUT_DIR", out, *STAGE1_MODEL, *data,
+                  "SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", "1e-3", "SOLVER.WARMUP_ITERS", "1",
+                  "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "1000",
+                  "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()")
     with open(os.path.join(out, "metrics.json")) as f:
         losses = [json.loads(line)["total_loss"] for line in f if "total_loss" in line]
     assert losses and all(math.isfinite(v) for v in losses)

