@@ -16,13 +16,17 @@ os.environ.setdefault("USTUMOR_DATASETS", os.path.join(tempfile.mkdtemp(prefix="
 sys.path.insert(0, REPO_ROOT)
 
 
+def train_net_command(config, *args):
+    """``python tools/train_net.py --config-file config args``, the command a user types."""
+    return [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", config, *args]
+
+
 def run_train_net(datasets_root, config, *args):
     """``tools/train_net.py --config-file config args`` as a user runs it, on ``datasets_root``;
     fails the test unless it succeeds, and returns its output."""
     env = dict(os.environ, USTUMOR_DATASETS=str(datasets_root), PYTHONPATH=REPO_ROOT,
                OMP_NUM_THREADS="1")  # 2 threads on shared cores: several times slower
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", config, *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    result = subprocess.run(train_net_command(config, *args), env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result.stdout + result.stderr
 

@@ -1,6 +1,5 @@
 import os
 import re
-import shutil
 
 import cv2
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from conftest import blob_mask, shared_busi_or_skip, speckle, write_busi_image
+from conftest import blob_mask, shared_busi_or_skip
 from ustumor.data.bad_input import BadInputError
 from ustumor.data.datasets.busi import load_busi_dicts
 from ustumor.data.datasets import register_busi_layout

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
-from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+from torch.multiprocessing import ProcessRaisedException
 
 from conftest import REPO_ROOT
 from phantom_model import CONFIG, SMALL_MODEL, trained_phantom_model

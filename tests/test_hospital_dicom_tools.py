@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_train_net
 from phantom_model import CONFIG, SMALL_MODEL, run_tool_on, trained_phantom_model
 from ustumor.synthetic.hospital import write_synthetic_hospital
 
@@ -37,12 +37,8 @@ def evaluated(dicom_hospital, tmp_path_factory):
     root, _ = dicom_hospital
     phantom = trained_phantom_model()
     run_dir = str(tmp_path_factory.mktemp("dicom_eval"))
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", CONFIG,
-               "--eval-only", "MODEL.WEIGHTS", phantom.weights, "OUTPUT_DIR", run_dir, *SMALL_MODEL,
-               "MODEL.DEVICE", "cpu", *HOSPITAL]
-    env = dict(os.environ, USTUMOR_DATASETS=root, OMP_NUM_THREADS="1")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    run_train_net(root, CONFIG, "--eval-only", "MODEL.WEIGHTS", phantom.weights, "OUTPUT_DIR", run_dir, *SMALL_MODEL,
+                  "MODEL.DEVICE", "cpu", *HOSPITAL)
     return phantom, run_dir
 
 

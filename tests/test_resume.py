@@ -7,14 +7,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_train_net, train_net_command
 from ustumor.data.build import ResumableTrainLoader
 from ustumor.data.samplers import ResumableTrainingSampler
 from ustumor.synthetic import write_phantom_dataset
@@ -127,9 +126,8 @@ def phantom_env(tmp_path_factory):
                 MKL_NUM_THREADS="1")
 
 
-def train_net_command(output_dir, *extra):
-    return [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", CONFIG, "--resume",
-            "OUTPUT_DIR", str(output_dir), *SCHEDULE, *extra]
+def resumed_run_command(output_dir, *extra):
+    return train_net_command(CONFIG, "--resume", "OUTPUT_DIR", str(output_dir), *SCHEDULE, *extra)
 
 
 def last_checkpoint(output_dir):
@@ -153,7 +151,7 @@ def uninterrupted_run(phantom_env, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("uninterrupted")
     log_file = output_dir.parent / "uninterrupted.log"  # a file, not a pipe nobody reads while it runs
     with open(log_file, "w") as log:
-        process = subprocess.Popen(train_net_command(output_dir), env=phantom_env, cwd=REPO_ROOT, stdout=log,
+        process = subprocess.Popen(resumed_run_command(output_dir), env=phantom_env, cwd=REPO_ROOT, stdout=log,
                                    stderr=subprocess.STDOUT)
         wait_for_new_checkpoint(process, output_dir)
         periods = [wait_for_new_checkpoint(process, output_dir) for _ in range(3)]
@@ -173,7 +171,7 @@ def test_killed_and_resumed_run_ends_exactly_as_an_uninterrupted_one(phantom_env
     for launch in range(8):  # until a launch completes: a kill may also hit the final evaluation
         log_file = tmp_path / f"launch{launch}.log"
         with open(log_file, "w") as log:
-            process = subprocess.Popen(train_net_command(output_dir), env=phantom_env, cwd=REPO_ROOT,
+            process = subprocess.Popen(resumed_run_command(output_dir), env=phantom_env, cwd=REPO_ROOT,
                                        stdout=log, stderr=subprocess.STDOUT)
             if not interruptions:
                 assert process.wait(timeout=900) == 0
@@ -217,14 +215,11 @@ def test_killed_and_resumed_run_ends_exactly_as_an_uninterrupted_one(phantom_env
 @pytest.mark.slow
 def test_eval_only_writes_the_medical_suite(phantom_env, uninterrupted_run):
     uninterrupted_run = uninterrupted_run[0]
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", CONFIG, "--eval-only",
-         "OUTPUT_DIR", str(uninterrupted_run), *SCHEDULE, "MODEL.WEIGHTS", str(uninterrupted_run / "model_best.pth"),
-         "DATASETS.TEST", '("phantom_test",)', "TEST.BOOTSTRAP.NUM_SAMPLES", "200",
-         "TEST.PENALIZED_IOU.SCORE_THRESH", "0.05"],
-        env=phantom_env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+    log = run_train_net(phantom_env["USTUMOR_DATASETS"], CONFIG, "--eval-only",
+                        "OUTPUT_DIR", str(uninterrupted_run), *SCHEDULE,
+                        "MODEL.WEIGHTS", str(uninterrupted_run / "model_best.pth"),
+                        "DATASETS.TEST", '("phantom_test",)', "TEST.BOOTSTRAP.NUM_SAMPLES", "200",
+                        "TEST.PENALIZED_IOU.SCORE_THRESH", "0.05")
     assert "95% CI" in log and "froc" in log and "cpm" in log
 
     folder = uninterrupted_run / "inference" / "phantom_test"
@@ -254,7 +249,7 @@ def test_a_kill_while_writing_model_final_is_repaired_on_resume(phantom_env, uni
     last_periodic = sorted(name for name in os.listdir(output_dir) if re.fullmatch(r"model_\d{7}\.pth", name))[-1]
     os.remove(output_dir / "model_final.pth")
     (output_dir / "last_checkpoint").write_text(last_periodic)
-    result = subprocess.run(train_net_command(output_dir), env=phantom_env, cwd=REPO_ROOT, capture_output=True,
+    result = subprocess.run(resumed_run_command(output_dir), env=phantom_env, cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     final = torch.load(output_dir / "model_final.pth", map_location="cpu", weights_only=True)["model"]

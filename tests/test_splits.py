@@ -1,6 +1,3 @@
-import itertools
-import json
-
 import cv2
 import numpy as np
 import pytest

@@ -2,12 +2,11 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, train_net_command
 from ustumor.synthetic import write_phantom_dataset
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "phantom", "faster_rcnn_R_50_FPN_cpu_300it.yaml")
@@ -24,8 +23,7 @@ def phantom_env(tmp_path_factory):
 
 
 def train_net(env, *args):
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", CONFIG, *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    result = subprocess.run(train_net_command(CONFIG, *args), env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     return result.returncode, result.stdout + result.stderr
 
 

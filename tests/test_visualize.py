@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_train_net
 from phantom_model import CONFIG, SMALL_MODEL, run_tool_on, trained_phantom_model, truth_boxes
 from ustumor.visualization.drawing import FP_COLOR, TP_COLOR, TRUTH_COLOR, contact_sheet
 from ustumor.visualization.outcome_images import image_names, image_outcome, render_outcome, select_outcomes
@@ -141,13 +141,9 @@ def test_tool_counts_images_and_lesions_as_eval_only_does(phantom, tmp_path):
     two counts differ (several false boxes on one image)."""
     operating_point = ["TEST.PENALIZED_IOU.SCORE_THRESH", "0.05", "TEST.PENALIZED_IOU.TOP_K", "0"]
     output = tmp_path / "eval"
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", CONFIG,
-               "--eval-only", "OUTPUT_DIR", str(output), *SMALL_MODEL, "MODEL.DEVICE", "cpu",
-               "MODEL.WEIGHTS", phantom.weights, "DATASETS.TEST", '("phantom_test",)',
-               "TEST.BOOTSTRAP.NUM_SAMPLES", "0", *operating_point]
-    env = dict(os.environ, USTUMOR_DATASETS=phantom.datasets_root, OMP_NUM_THREADS="1")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    printed = run_train_net(phantom.datasets_root, CONFIG, "--eval-only", "OUTPUT_DIR", str(output), *SMALL_MODEL,
+                            "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", phantom.weights,
+                            "DATASETS.TEST", '("phantom_test",)', "TEST.BOOTSTRAP.NUM_SAMPLES", "0", *operating_point)
     results = json.load(open(output / "inference" / "phantom_test" / "results.json"))
     images = {k: results["image_level"][k] for k in ("tp", "fp", "fn", "tn")}
     lesions = {k: results["lesion_level"][k] for k in ("tp", "fp", "fn")}
@@ -167,6 +163,7 @@ def test_tool_counts_images_and_lesions_as_eval_only_does(phantom, tmp_path):
     command = [sys.executable, os.path.join(REPO_ROOT, "tools", "visualize_predictions.py"), "--config-file", CONFIG,
                "--dataset", "phantom_test", "--predictions", str(predictions), "--output", str(saved),
                "--no-contact-sheet", *SMALL_MODEL, "MODEL.DEVICE", "cpu", *operating_point]
+    env = dict(os.environ, USTUMOR_DATASETS=phantom.datasets_root, OMP_NUM_THREADS="1")
     redrawn = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert redrawn.returncode == 0, redrawn.stdout[-2000:] + redrawn.stderr[-3000:]
     from_saved = json.load(open(saved / "outcomes.json"))
@@ -177,6 +174,6 @@ def test_tool_counts_images_and_lesions_as_eval_only_does(phantom, tmp_path):
     for entry, reference in zip(from_saved["images"], index["images"]):
         assert [entry[k] for k in ("iou", "score")] == pytest.approx([reference[k] for k in ("iou", "score")], abs=1e-5)
 
-    table = result.stdout
+    table = printed
     assert re.search(r"\| lesions TP/FP/FN +\| {tp}/{fp}/{fn} ".format(**lesions), table), table[-3000:]
     assert re.search(r"\| images TP/FP/FN/TN +\| {tp}/{fp}/{fn}/{tn} ".format(**images), table), table[-3000:]
