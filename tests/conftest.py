@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -21,12 +22,21 @@ def train_net_command(config, *args):
     return [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", config, *args]
 
 
+def load_tool(name):
+    """A tools/ script as a module, to run its ``main`` in-process (a fresh interpreter costs ~20 s here)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO_ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_train_net(datasets_root, config, *args):
     """``tools/train_net.py --config-file config args`` as a user runs it, on ``datasets_root``;
     fails the test unless it succeeds, and returns its output."""
     env = dict(os.environ, USTUMOR_DATASETS=str(datasets_root), PYTHONPATH=REPO_ROOT,
                OMP_NUM_THREADS="1")  # 2 threads on shared cores: several times slower
-    result = subprocess.run(train_net_command(config, *args), env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    result = subprocess.run(train_net_command(config, *args), env=env, capture_output=True, text=True, cwd=REPO_ROOT,
+                            timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result.stdout + result.stderr
 

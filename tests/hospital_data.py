@@ -2,12 +2,10 @@
 import atexit
 import csv
 import functools
-import importlib.util
 import os
 import shutil
 import tempfile
 
-from conftest import REPO_ROOT
 
 # The hospital CSV's header line, verbatim: the format every hospital CSV must keep.
 CSV_HEADER = ",coded_mrn,coded_accession,video_id,frame_id,image_path,bounding box,Final Diagnosis," \
@@ -45,11 +43,3 @@ def csv_row(image_path, box="[]", frame_id=0, patient="P1", video="P1_A1_1.mp4-x
             accession="A1", diagnosis="B"):
     return [patient, accession, video, frame_id, image_path, box, "Fibroadenoma", "Left 2:00", "Fibroadenoma",
             diagnosis]
-
-
-def load_tool(name):
-    """A script of tools/ as a module, to call its main() in-process."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO_ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

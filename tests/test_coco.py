@@ -8,7 +8,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from pycocotools.coco import COCO
 
-from hospital_data import load_tool, synthetic_hospital
+from conftest import load_tool
+from hospital_data import synthetic_hospital
 from ustumor.data.datasets.coco import export_coco_json
 from ustumor.data.fields import CLIP_ID, DIAGNOSIS, FRAME_ID, PATIENT_ID, SPLIT
 from ustumor.data.datasets.hospital import register_hospital_dataset

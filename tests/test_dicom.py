@@ -8,7 +8,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from hospital_data import load_tool, synthetic_hospital
+from conftest import load_tool
+from hospital_data import synthetic_hospital
 from ustumor.data.bad_input import BadInputError
 from ustumor.data.dicom import is_dicom, read_dicom_frame, read_dicom_info
 from ustumor.data.image_io import read_frame_grey

@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -26,7 +25,7 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from torch.multiprocessing import ProcessRaisedException
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_train_net, train_net_command
 from phantom_model import CONFIG, SMALL_MODEL, trained_phantom_model
 from ustumor.data.samplers import ResumableTrainingSampler
 from ustumor.synthetic import write_phantom_dataset
@@ -35,8 +34,6 @@ from ustumor.engine.defaults import build_config
 from ustumor.engine.launch import GRACE_SECONDS, launch
 
 pytestmark = pytest.mark.slow  # every test starts several processes (10-55 s each on 2 cores)
-
-TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 
 
 def take(iterable, count):
@@ -225,9 +222,8 @@ def train_env(phantom_root):
                 MKL_NUM_THREADS="1")
 
 
-def train_net(output_dir, *launch_args, extra=()):
-    return [sys.executable, TRAIN_NET, "--config-file", CONFIG, "--resume", *launch_args,
-            "OUTPUT_DIR", str(output_dir), *SCHEDULE, *extra]
+def resumed_run_command(output_dir, *launch_args, extra=()):
+    return train_net_command(CONFIG, "--resume", *launch_args, "OUTPUT_DIR", str(output_dir), *SCHEDULE, *extra)
 
 
 def free_port():
@@ -283,9 +279,10 @@ def two_machine_run(train_env, tmp_path_factory):
                WRITE_AUDIT_WATCH=str(output_dir))
     url = f"tcp://127.0.0.1:{free_port()}"
     logs = [tmp_path_factory.mktemp("logs") / f"machine{r}.log" for r in range(2)]
-    machines = [subprocess.Popen(train_net(output_dir, "--num-machines", "2", "--machine-rank", str(r), "--num-gpus",
-                                           "1", "--dist-url", url), env=env, cwd=REPO_ROOT, stdout=open(logs[r], "w"),
-                                 stderr=subprocess.STDOUT) for r in range(2)]
+    machines = [subprocess.Popen(resumed_run_command(output_dir, "--num-machines", "2", "--machine-rank", str(r),
+                                                     "--num-gpus", "1", "--dist-url", url),
+                                 env=env, cwd=REPO_ROOT, stdout=open(logs[r], "w"), stderr=subprocess.STDOUT)
+                for r in range(2)]
     codes = [m.wait(timeout=900) for m in machines]
     assert codes == [0, 0], [log.read_text()[-3000:] for log in logs]
     return output_dir, audited_writes(audit)
@@ -331,8 +328,8 @@ def test_sigterm_to_the_launcher_or_a_worker_then_resume_ends_as_the_uninterrupt
     interruptions = ["launcher", "worker of rank 1"]
     for launch_number in range(3):
         with open(tmp_path / f"launch{launch_number}.log", "w") as log:
-            launcher = subprocess.Popen(train_net(output_dir, *two_processes), env=train_env, cwd=REPO_ROOT,
-                                        stdout=log, stderr=subprocess.STDOUT)
+            launcher = subprocess.Popen(resumed_run_command(output_dir, *two_processes), env=train_env,
+                                        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
             if launch_number == 2:
                 assert launcher.wait(timeout=900) == 0, (tmp_path / "launch2.log").read_text()[-3000:]
                 break
@@ -365,7 +362,7 @@ def test_a_killed_worker_brings_train_net_down(train_env, tmp_path):
     output_dir = tmp_path / "killed"
     with open(tmp_path / "launch.log", "w") as log:
         launcher = subprocess.Popen(
-            train_net(output_dir, "--num-gpus", "2", "--dist-url", "auto", "--dist-timeout", "1"),
+            resumed_run_command(output_dir, "--num-gpus", "2", "--dist-url", "auto", "--dist-timeout", "1"),
             env=train_env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_new_checkpoint(launcher, output_dir)
@@ -386,12 +383,9 @@ def test_a_killed_worker_brings_train_net_down(train_env, tmp_path):
 # Evaluation on 2 processes
 # ---------------------------------------------------------------------------------------
 def evaluate(phantom, output_dir, *launch_args):
-    env = dict(os.environ, USTUMOR_DATASETS=phantom.datasets_root, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1")
-    command = [sys.executable, TRAIN_NET, "--config-file", CONFIG, "--eval-only", *launch_args,
-               "OUTPUT_DIR", str(output_dir), *SMALL_MODEL, "MODEL.WEIGHTS", phantom.weights,
-               "DATASETS.TEST", '("phantom_val", "phantom_test")', "TEST.BOOTSTRAP.NUM_SAMPLES", "50"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    run_train_net(phantom.datasets_root, CONFIG, "--eval-only", *launch_args, "OUTPUT_DIR", str(output_dir),
+                  *SMALL_MODEL, "MODEL.WEIGHTS", phantom.weights,
+                  "DATASETS.TEST", '("phantom_val", "phantom_test")', "TEST.BOOTSTRAP.NUM_SAMPLES", "50")
     return {name: (json.load(open(output_dir / "inference" / name / "results.json")),
                    json.load(open(output_dir / "inference" / name / "per_image.json")))
             for name in ("phantom_val", "phantom_test")}

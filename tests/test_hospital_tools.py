@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from hospital_data import CSV_HEADER, clip_of, csv_row, load_tool, synthetic_hospital, write_csv_rows
+from conftest import load_tool
+from hospital_data import CSV_HEADER, clip_of, csv_row, synthetic_hospital, write_csv_rows
 from ustumor.data.bad_input import BadInputError
 from ustumor.data.datasets.hospital import load_hospital_dicts
 

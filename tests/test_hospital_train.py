@@ -79,8 +79,8 @@ def runs(hospital, stage1, tmp_path_factory):
     datasets_root, _ = hospital
     folder = tmp_path_factory.mktemp("runs")
     stage1_out, stage2_out = str(folder / "stage1"), str(folder / "stage2")
-    run_train_net(datasets_root, STAGE2, "--eval-only", "MODEL.WEIGHTS", stage1, "OUTPUT_DIR", stage1_out, *STAGE1_MODEL,
-                  *FINE_TUNING)
+    run_train_net(datasets_root, STAGE2, "--eval-only", "MODEL.WEIGHTS", stage1, "OUTPUT_DIR", stage1_out,
+                  *STAGE1_MODEL, *FINE_TUNING)
     log = run_train_net(datasets_root, STAGE2, "MODEL.WEIGHTS", stage1, "OUTPUT_DIR", stage2_out, *STAGE1_MODEL,
                         *FINE_TUNING)
     run_train_net(datasets_root, STAGE2, "--eval-only", "MODEL.WEIGHTS", os.path.join(stage2_out, "model_best.pth"),

@@ -281,8 +281,8 @@ def test_the_hospital_stage_fine_tunes_the_mobilenet_busi_checkpoint(tmp_path):
     write_synthetic_hospital(str(datasets / "UCLA"), num_patients=7, frames_per_clip=2, seed=1,
                              dicom_patients=(1, 3))  # DICOM cines beside PNG frames
     stage_one, stage_two = str(tmp_path / "busi_mnv2"), str(tmp_path / "ucla_mnv2")
-    run_train_net(datasets, CONFIG, "OUTPUT_DIR", stage_one, "SOLVER.MAX_ITER", "2", "DATASETS.TRAIN", '("phantom_train",)',
-                  "DATASETS.TEST", "()", *SMALL_RUN)
+    run_train_net(datasets, CONFIG, "OUTPUT_DIR", stage_one, "SOLVER.MAX_ITER", "2",
+                  "DATASETS.TRAIN", '("phantom_train",)', "DATASETS.TEST", "()", *SMALL_RUN)
     weights = os.path.join(stage_one, "model_final.pth")
     # at LR 0 the fine-tuned model is the model it loaded: every tensor of stage 1, none left out
     run_train_net(datasets, STAGE_TWO, "OUTPUT_DIR", stage_two, "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", "1",

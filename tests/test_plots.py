@@ -1,5 +1,4 @@
 """Training and evaluation plots: the numbers drawn are the numbers in the files, and the PNGs are real pictures."""
-import importlib.util
 import json
 import os
 
@@ -7,18 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import load_tool
 from ustumor.evaluation.records import ImageRecord
 from ustumor.evaluation.suite import evaluate_suite
 from ustumor.visualization import eval_plots, metric_plots
-
-
-def load_tool(name):
-    """A tools/ script as a module, to run its ``main`` in-process (a fresh interpreter costs ~20 s here)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO_ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def assert_real_png(path, min_colours=8):

@@ -23,7 +23,8 @@ def phantom_env(tmp_path_factory):
 
 
 def train_net(env, *args):
-    result = subprocess.run(train_net_command(CONFIG, *args), env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    result = subprocess.run(train_net_command(CONFIG, *args), env=env, capture_output=True, text=True, cwd=REPO_ROOT,
+                            timeout=600)
     return result.returncode, result.stdout + result.stderr
 
 
