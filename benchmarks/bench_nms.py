@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import os
-import types
 
 import torch
 from torchvision.ops import batched_nms
@@ -47,35 +46,29 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--thresholds", default="0.5,0.4,0.35,0.3,0.25,0.2")
     parser.add_argument("--splits", default="busi_val", help="comma-separated, e.g. busi_val,busi_test")
-    parser.add_argument("--iterations", type=int, default=800, help="the bench_quality budget the arm ran at")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bootstrap", type=int, default=1000)
+    bench_quality.add_budget_arguments(parser)
+    parser.add_argument("--walk-results", default=bench_quality.WALK_RESULTS,
+                        help="bench_quality.py's results, for the arm's iterations")
     parser.add_argument("--output", default=os.path.join(bench_quality.REPO_ROOT, "benchmarks", "results", "nms.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if "busi_train" not in DatasetCatalog.list():
         raise SystemExit("BUSI is not registered: set USTUMOR_DATASETS to the folder holding BUSI/")
     bench_quality.register_first_box_train()
-    quality = types.SimpleNamespace(iterations=args.iterations, size=args.size, device=args.device, workers=0,
-                                    bootstrap=args.bootstrap,
-                                    output=os.path.join(bench_quality.REPO_ROOT, "benchmarks", "results",
-                                                        "quality_walk.json"))
-    weights = os.path.join(bench_quality.run_dir_of(quality, args.arm, args.seed), "model_final.pth")
+    weights = os.path.join(bench_quality.run_dir_of(args, args.arm, args.seed), "model_final.pth")
     if not os.path.isfile(weights):
         raise SystemExit(f"{weights} does not exist: run bench_quality.py --arms {args.arm} --seeds {args.seed} first")
-    with open(quality.output) as f:
+    with open(args.walk_results) as f:
         iterations = json.load(f)["arms"].get(args.arm, {}).get(str(args.seed), {}).get("iterations")
-    cfg = bench_quality.ustumor_config(quality, os.path.dirname(weights), args.arm, args.seed, iterations)
+    cfg = bench_quality.ustumor_config(args, os.path.dirname(weights), args.arm, args.seed, iterations)
     score_threshold, keep_at_most = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
     # NMS off, applied below once per threshold; boxes below the top 100 may survive a stricter NMS
     without_nms = ["MODEL.ROI_HEADS.NMS_THRESH_TEST", "1.0", "TEST.DETECTIONS_PER_IMAGE", "1000"]
-    settings = bench_quality.evaluation_settings(quality)
+    settings = bench_quality.evaluation_settings(args)
     thresholds = [float(value) for value in args.thresholds.split(",")]
     results, rows = {}, []
     for split in args.splits.split(","):
-        raw = bench_quality.score_checkpoint(quality, args.arm, args.seed, weights, iterations, split, without_nms)
+        raw = bench_quality.score_checkpoint(args, args.arm, args.seed, weights, iterations, split, without_nms)
         default = suppressed(raw, DETECTRON2_DEFAULT, score_threshold, keep_at_most)
         for threshold in thresholds:
             records = suppressed(raw, threshold, score_threshold, keep_at_most)

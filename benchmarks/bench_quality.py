@@ -71,6 +71,7 @@ MNV2_CONFIG = os.path.join(REPO_ROOT, "configs", "busi", "faster_rcnn_MNV2_FPN_4
 
 FIRST_BOX_TRAIN = "busi_train_first_box"
 RUNS_DIR = os.path.join(REPO_ROOT, "output", "bench_quality")
+WALK_RESULTS = os.path.join(REPO_ROOT, "benchmarks", "results", "quality_walk.json")
 
 # The original notebooks' choice for each factor in which ustumor differs, as overrides of
 # ustumor's config; the walk switches them to ustumor's one at a time, in this order.
@@ -410,13 +411,19 @@ def update_report(path, budget, change):
         write_json(path, report)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_budget_arguments(parser):
+    """The budget an arm trains and is scored at; ``bench_nms.py`` finds the arm's run by it."""
     parser.add_argument("--iterations", type=int, default=800)
     parser.add_argument("--size", type=int, default=256, help="short side, both pipelines")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="data loader workers")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_budget_arguments(parser)
     parser.add_argument("--arms", default="ustumor,torchvision",
                         help="comma-separated: torchvision, detectron2_details, ustumor, mnv2, "
                              "walk (every walk arm) or walk arm names")
@@ -428,8 +435,7 @@ def main():
                         help="score the checkpoints of --arms and --seeds that ran (still in output/) again "
                              "under today's configs, keeping their training figures")
     parser.add_argument("--table", action="store_true", help="only print the table of what --output holds")
-    parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "quality_walk.json"))
+    parser.add_argument("--output", default=WALK_RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if "busi_train" not in DatasetCatalog.list():

@@ -149,32 +149,32 @@ def build_candidates(setting, size, records, same_work=False, only=None, memory_
     cfg = ustumor_config(setting, size, same_work, memory_format)
     train_inputs, test_inputs = mapped_inputs(cfg, records)
     torch.manual_seed(0)
+    steps = {"train": {}, "infer": {}}
     if only != "torchvision":
         ours = ustumor_steps(cfg, train_inputs, test_inputs)
+        for phase in steps:
+            steps[phase]["ustumor"] = ours[phase]
     if only != "ustumor":
         theirs = torchvision_model(setting, cfg.MODEL.ROI_HEADS.NUM_CLASSES, size)
         theirs_optimizer = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad],
                                            lr=cfg.SOLVER.BASE_LR, momentum=0.9, weight_decay=1e-4)
-    tv_train = [to_torchvision(m, cfg) for m in train_inputs]
-    tv_test = [to_torchvision(m, cfg)[0] for m in test_inputs]
+        tv_train = [to_torchvision(m, cfg) for m in train_inputs]
+        tv_test = [to_torchvision(m, cfg)[0] for m in test_inputs]
 
-    def theirs_train():
-        theirs.train()
-        loss = sum(theirs([i for i, _ in tv_train], [t for _, t in tv_train]).values())
-        theirs_optimizer.zero_grad()
-        loss.backward()
-        theirs_optimizer.step()
+        def theirs_train():
+            theirs.train()
+            loss = sum(theirs([i for i, _ in tv_train], [t for _, t in tv_train]).values())
+            theirs_optimizer.zero_grad()
+            loss.backward()
+            theirs_optimizer.step()
 
-    def theirs_infer():
-        theirs.eval()
-        with torch.no_grad():
-            theirs(tv_test)
+        def theirs_infer():
+            theirs.eval()
+            with torch.no_grad():
+                theirs(tv_test)
 
+        steps["train"]["torchvision"], steps["infer"]["torchvision"] = theirs_train, theirs_infer
     shape = tuple(train_inputs[0]["image"].shape[1:])
-    steps = {phase: {"ustumor": ours[phase] if only != "torchvision" else None, "torchvision": theirs_step}
-             for phase, theirs_step in (("train", theirs_train), ("infer", theirs_infer))}
-    if only:
-        steps = {phase: {only: by_model[only]} for phase, by_model in steps.items()}
     return steps, shape
 
 
